@@ -1,0 +1,36 @@
+# attnlab — `make train` and `make test` are all a fresh clone needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train test tensorboard clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies (torch 2.13.0)
+
+data: $(STAMP)  ## fetch and prepare the default corpus (Shakespeare) into data/shakespeare/
+	$(PY) -m attnlab.corpus shakespeare --data-dir data
+
+train: data  ## train the default model (extra Hydra overrides: make train ARGS="model.num_heads=8")
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest -q tests $(ARGS)
+
+tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006
+	$(PY) -m tensorboard.main --logdir outputs --port 6006 --bind_all
+
+clean:  ## remove .venv and the token cache (keeps outputs/ and the prepared corpus)
+	rm -rf $(VENV) data/cache
