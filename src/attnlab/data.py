@@ -1,0 +1,250 @@
+"""Corpus -> token ids (cached once) -> sliding-window batches, as a LightningDataModule.
+
+The seed notebooks' batching, made exact and reproducible:
+
+* every window is ``x = ids[i : i+T]``, ``y = ids[i+1 : i+T+1]`` (``y`` is ``x`` shifted by one);
+* training draws random offsets ``i``; batch ``k`` of rank ``r`` depends only on ``(seed, r, k)``,
+  so a run is reproducible and can resume mid-stream;
+* validation walks fixed, non-overlapping windows over the whole val split. Every val token after
+  the first is predicted exactly once (the last, shorter window is padded with targets that the
+  loss ignores), so val figures are exact and comparable between runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from attnlab.corpus import DOC_SEPARATOR, Corpus, prepare_named_corpus, read_corpus
+from attnlab.errors import ConfigError, DataError
+from attnlab.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # targets with this value carry no loss (padding of the last val window)
+
+
+# --------------------------------------------------------------------------------------------
+# Token cache
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenizedCorpus:
+    """The corpus as ids of its own vocabulary: ``vocab[ids]`` are the base tokenizer's ids."""
+
+    ids: np.ndarray  # (N,) dense ids 0..V-1 (uint16 when V <= 65536)
+    vocab: np.ndarray  # (V,) sorted base-tokenizer ids that occur in the corpus
+
+    def base_ids(self) -> np.ndarray:
+        return self.vocab[self.ids]
+
+
+def tokenize_corpus(corpus: Corpus, base: Any) -> TokenizedCorpus:
+    """Encode every document (in parallel) and join them with the separator's tokens."""
+    docs = base.encode_batch(corpus.documents)
+    sep = base.encode(DOC_SEPARATOR)
+    pieces = [docs[0]]
+    for doc in docs[1:]:
+        pieces += [sep, doc]
+    base_ids = np.concatenate(pieces).astype(np.int64)
+    vocab = CorpusVocabTokenizer.vocab_of(base_ids, base.vocab_size)
+    lookup = np.zeros(base.vocab_size, dtype=np.int64)
+    lookup[vocab] = np.arange(len(vocab))
+    dtype = np.uint16 if len(vocab) <= 1 << 16 else np.uint32
+    return TokenizedCorpus(ids=lookup[base_ids].astype(dtype), vocab=vocab)
+
+
+def cache_path(cache_dir: str | Path, corpus: Corpus, base: Any) -> Path:
+    return Path(cache_dir) / f"{corpus.fingerprint()[:20]}-{base.name}.npz"
+
+
+def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path) -> TokenizedCorpus:
+    """Tokenize once: later calls load ``cache_dir/<content hash>-<tokenizer>.npz``."""
+    path = cache_path(cache_dir, corpus, base)
+    if path.exists():
+        with np.load(path) as npz:
+            return TokenizedCorpus(ids=npz["ids"], vocab=npz["vocab"])
+    tokens = tokenize_corpus(corpus, base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, ids=tokens.ids, vocab=tokens.vocab)
+        os.replace(tmp, path)  # atomic: readers see no file or a whole one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("tokenized %s: %d tokens, %d distinct -> %s", corpus.source, len(tokens.ids), len(tokens.vocab), path)
+    return tokens
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------
+
+
+def gather_windows(ids: np.ndarray, offsets: np.ndarray, context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows starting at ``offsets``: x = ids[i:i+T], y = ids[i+1:i+T+1], both (B, T) int64."""
+    idx = offsets[:, None] + np.arange(context_length + 1)  # (B, T+1)
+    windows = torch.from_numpy(ids[idx].astype(np.int64))  # (B, T+1)
+    return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
+
+
+class RandomWindows(IterableDataset):
+    """Batches of windows at random offsets; batch ``k`` is a pure function of ``(seed, rank, k)``."""
+
+    def __init__(self, ids: np.ndarray, context_length: int, batch_size: int, seed: int,
+                 num_batches: int | None = None, start: int = 0, rank: int = 0):
+        if len(ids) < context_length + 1:
+            raise DataError(f"need at least {context_length + 1} tokens for one window, got {len(ids)}")
+        self.ids, self.T, self.B = ids, context_length, batch_size
+        self.seed, self.rank = seed, rank
+        self.num_batches, self.start = num_batches, start
+        self.high = len(ids) - context_length  # offsets 0..high-1 keep y inside the data
+
+    def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.rank, k))
+        offsets = rng.integers(0, self.high, size=self.B)  # (B,)
+        return gather_windows(self.ids, offsets, self.T)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        k = self.start
+        while self.num_batches is None or k < self.num_batches:
+            yield self.batch(k)
+            k += 1
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("an unbounded RandomWindows has no length")
+        return max(0, self.num_batches - self.start)
+
+
+class SequentialWindows(Dataset):
+    """Non-overlapping windows covering ``ids``; the last one is padded (targets ``IGNORE_INDEX``)."""
+
+    def __init__(self, ids: np.ndarray, context_length: int):
+        if len(ids) < context_length + 1:
+            raise DataError(f"need at least {context_length + 1} tokens for one window, got {len(ids)}")
+        self.ids, self.T = ids, context_length
+        self.n = -(-(len(ids) - 1) // context_length)  # ceil((N-1)/T): every target once
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = i * self.T
+        chunk = torch.from_numpy(self.ids[start : start + self.T + 1].astype(np.int64))  # (<=T+1,)
+        x = torch.zeros(self.T, dtype=torch.long)  # (T,)
+        y = torch.full((self.T,), IGNORE_INDEX, dtype=torch.long)  # (T,)
+        x[: len(chunk) - 1] = chunk[:-1]
+        y[: len(chunk) - 1] = chunk[1:]
+        return x, y
+
+
+# --------------------------------------------------------------------------------------------
+# DataModule
+# --------------------------------------------------------------------------------------------
+
+
+class TextDataModule(L.LightningDataModule):
+    """Corpus -> tokenizer -> cached ids -> train/val split by position -> window batches."""
+
+    def __init__(self, *, context_length: int, batch_size: int, tokenizer: dict[str, Any],
+                 corpus: str | None = None, path: str | None = None, data_dir: str = "data",
+                 cache_dir: str = "data/cache", val_fraction: float = 0.1, seed: int = 0,
+                 num_workers: int = 0, name: str | None = None):
+        super().__init__()
+        if path is None and corpus is None:
+            raise ConfigError("no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare")
+        for key, value in (("context_length", context_length), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
+        self.name = name or corpus or Path(str(path)).stem
+        self.corpus_name, self.path = corpus, path
+        self.data_dir, self.cache_dir = data_dir, cache_dir
+        self.tokenizer_cfg = dict(tokenizer)
+        self.context_length, self.batch_size = context_length, batch_size
+        self.val_fraction, self.seed, self.num_workers = float(val_fraction), seed, num_workers
+        self.tokenizer: Tokenizer | None = None
+        self.train_ids: np.ndarray | None = None
+        self.val_ids: np.ndarray | None = None
+
+    # -- preparing -----------------------------------------------------------------------------
+
+    def _source(self) -> Path:
+        if self.path is not None:
+            return Path(self.path)
+        return prepare_named_corpus(self.corpus_name, self.data_dir)
+
+    def _base_tokenizer(self):
+        cfg = self.tokenizer_cfg
+        return build_base_tokenizer(cfg.get("kind", "tiktoken"), cfg.get("encoding", "cl100k_base"))
+
+    def prepare_data(self) -> None:
+        """Fetch the corpus if it is a named one, and fill the token cache (rank 0 only)."""
+        load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None:
+            return  # already set up (the entry point sets up before building the model)
+        base = self._base_tokenizer()
+        tokens = load_or_build_tokens(read_corpus(self._source()), base, self.cache_dir)
+        if self.tokenizer_cfg.get("corpus_vocab", True):
+            self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab)
+            ids = tokens.ids
+        else:
+            self.tokenizer = base
+            ids = tokens.base_ids().astype(np.uint32)
+        n = len(ids)
+        n_val = int(round(n * self.val_fraction))
+        need = self.context_length + 1
+        if n - n_val < need or n_val < need:
+            raise DataError(
+                f"corpus too short: {n} tokens split into {n - n_val} train / {n_val} val, but each split needs "
+                f"at least data.context_length+1 = {need}; use more text, a smaller data.context_length "
+                f"or another data.val_fraction"
+            )
+        self.train_ids, self.val_ids = ids[: n - n_val], ids[n - n_val :]
+        log.info("data %s: %d train / %d val tokens, vocabulary %d", self.name, n - n_val, n_val, self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        if self.tokenizer is None:
+            raise RuntimeError("call setup() first")
+        return self.tokenizer.vocab_size
+
+    # -- loaders -------------------------------------------------------------------------------
+
+    def _pin_memory(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        num_batches = start = None
+        rank = 0
+        if trainer is not None:
+            rank = trainer.global_rank
+            if trainer.max_steps > 0:
+                num_batches = trainer.max_steps * trainer.accumulate_grad_batches
+            start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
+        dataset = RandomWindows(self.train_ids, self.context_length, self.batch_size, self.seed,
+                                num_batches=num_batches, start=start or 0, rank=rank)
+        # The dataset yields whole batches (vectorised gather), so the loader does no batching.
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self._pin_memory())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(SequentialWindows(self.val_ids, self.context_length), batch_size=self.batch_size,
+                          shuffle=False, num_workers=self.num_workers, pin_memory=self._pin_memory())

