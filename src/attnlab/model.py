@@ -1,0 +1,271 @@
+"""The multi-head causal transformer (GPT-style decoder), from scratch, in one file.
+
+Each step of the seed notebooks has one home here:
+
+    token ids (B, T)
+      -> token embedding                       TokenEmbedding          (B, T, C)
+      -> + positional encoding                 SinusoidalPositions / LearnedPositions
+      -> N x Block:  x + attn(ln1(x))          CausalSelfAttention     (pre-LayerNorm)
+                     x + ffn(ln2(x))           FeedForward             (4C, GELU)
+      -> final LayerNorm
+      -> output layer, tied to the token embedding                   (B, T, V) logits
+
+Shapes use B = batch, T = sequence length, C = d_model, nh = num_heads, hs = C // nh (head size),
+V = vocab size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnlab.errors import ConfigError
+
+ATTENTION_IMPLS = ("explicit", "sdpa")
+POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int  # rows of the embedding table and the output layer
+    context_length: int = 64  # longest sequence; set by data.context_length
+    d_model: int = 128  # C: width of every token's vector
+    num_heads: int = 4  # nh: C is split into nh heads of hs = C // nh
+    num_layers: int = 4  # N: stacked blocks
+    dropout: float = 0.0  # attention-weight, residual and embedding dropout
+    attention: str = "sdpa"  # "explicit" (the seed's math, can return weights) | "sdpa" (fused kernel)
+    positional: str = "sinusoidal"  # "sinusoidal" (the seed's formula) | "learned"
+    ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * C
+    bias: bool = True  # biases in Linear layers and LayerNorms
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers", "ffn_mult"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                home = "data.context_length" if name == "context_length" else f"model.{name}"
+                raise ConfigError(f"{home} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 64]
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}; "
+                f"pick num_heads from {divisors} or change d_model"
+            )
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ConfigError(f"unknown model.attention={self.attention!r}; use one of {', '.join(ATTENTION_IMPLS)}")
+        if self.positional not in POSITIONAL_ENCODINGS:
+            raise ConfigError(
+                f"unknown model.positional={self.positional!r}; use one of {', '.join(POSITIONAL_ENCODINGS)}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Positions
+# --------------------------------------------------------------------------------------------
+
+
+def sinusoidal_table(context_length: int, d_model: int) -> torch.Tensor:
+    """The seed's positional-encoding table (Vaswani et al.): (context_length, d_model).
+
+    PE[pos, 2i] = sin(pos / 10000^(2i/C)),  PE[pos, 2i+1] = cos(pos / 10000^(2i/C)).
+    """
+    position = torch.arange(context_length, dtype=torch.float).unsqueeze(1)  # (T, 1)
+    div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))  # (ceil(C/2),)
+    table = torch.zeros(context_length, d_model)  # (T, C)
+    table[:, 0::2] = torch.sin(position * div_term)  # even columns
+    table[:, 1::2] = torch.cos(position * div_term[: d_model // 2])  # odd columns
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds the fixed sinusoidal table; nothing to learn."""
+
+    def __init__(self, context_length: int, d_model: int):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(context_length, d_model), persistent=False)  # (Tmax, C)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        T = x.size(1)
+        return x + self.table[start : start + T].to(x.dtype)  # (B, T, C) + (T, C)
+
+
+class LearnedPositions(nn.Module):
+    """Adds a trained vector per position (GPT-2 style)."""
+
+    def __init__(self, context_length: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(context_length, d_model)  # (Tmax, C)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        T = x.size(1)
+        positions = torch.arange(start, start + T, device=x.device)  # (T,)
+        return x + self.embedding(positions)  # (B, T, C) + (T, C)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head masked self-attention.
+
+    ``explicit`` writes the seed's steps out (and can return the attention weights); ``sdpa`` runs
+    the same computation on the same parameters through PyTorch's fused kernel.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        C = cfg.d_model
+        self.num_heads, self.head_size = cfg.num_heads, cfg.head_size
+        self.impl, self.dropout = cfg.attention, cfg.dropout
+        self.query = nn.Linear(C, C, bias=cfg.bias)  # Wq
+        self.key = nn.Linear(C, C, bias=cfg.bias)  # Wk
+        self.value = nn.Linear(C, C, bias=cfg.bias)  # Wv
+        self.out_proj = nn.Linear(C, C, bias=cfg.bias)  # Wo: mixes the concatenated heads
+        self.attn_dropout = nn.Dropout(cfg.dropout)  # on the attention weights (explicit path)
+        self.resid_dropout = nn.Dropout(cfg.dropout)  # on the block's output
+        Tmax = cfg.context_length
+        # causal[i, j] is True where query i may look at key j (j <= i): lower triangle
+        self.register_buffer("causal", torch.tril(torch.ones(Tmax, Tmax, dtype=torch.bool)), persistent=False)
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, C = t.shape
+        return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False):
+        B, T, C = x.shape  # (B, T, C)
+        impl = impl or self.impl
+        q = self.split_heads(self.query(x))  # (B, nh, T, hs)
+        k = self.split_heads(self.key(x))  # (B, nh, T, hs)
+        v = self.split_heads(self.value(x))  # (B, nh, T, hs)
+
+        weights = None
+        if impl == "explicit" or return_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))  # hide the future
+            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, nh, T, T), rows sum to 1
+            out = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
+        elif impl == "sdpa":
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, nh, T, hs)
+        else:
+            raise ConfigError(f"unknown attention implementation {impl!r}; use one of {', '.join(ATTENTION_IMPLS)}")
+
+        out = out.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated
+        out = self.resid_dropout(self.out_proj(out))  # (B, T, C)
+        return (out, weights) if return_weights else out
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: C -> ffn_mult*C -> GELU -> C."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.ffn_mult * cfg.d_model
+        self.up = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
+        self.act = nn.GELU()
+        self.down = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(self.act(self.up(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False):
+        weights = None
+        if return_weights:
+            a, weights = self.attn(self.ln1(x), impl=impl, return_weights=True)
+        else:
+            a = self.attn(self.ln1(x), impl=impl)
+        x = x + a  # (B, T, C) residual
+        x = x + self.ffn(self.ln2(x))  # (B, T, C) residual
+        return (x, weights) if return_weights else x
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)  # (V, C)
+        positions = SinusoidalPositions if cfg.positional == "sinusoidal" else LearnedPositions
+        self.positional = positions(cfg.context_length, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # (C -> V)
+        self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, C) matrix
+        self.embed_scale = math.sqrt(cfg.d_model)  # Vaswani et al.: embeddings * sqrt(C) before + PE
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith(("out_proj.weight", "down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # tied weights count once
+        if non_embedding:
+            n -= self.token_embedding.weight.numel()
+        return n
+
+    def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False):
+        """Logits (B, T, V) for token ids ``idx`` (B, T); with ``return_attention`` also each
+        layer's attention weights, a list of num_layers tensors (B, nh, T, T)."""
+        B, T = idx.shape
+        if T > self.cfg.context_length:
+            raise ValueError(f"sequence of {T} tokens is longer than context_length={self.cfg.context_length}")
+        x = self.token_embedding(idx) * self.embed_scale  # (B, T, C)
+        x = self.dropout(self.positional(x))  # (B, T, C)
+        attentions = []
+        for block in self.blocks:
+            if return_attention:
+                x, w = block(x, impl=impl, return_weights=True)  # w: (B, nh, T, T)
+                attentions.append(w)
+            else:
+                x = block(x, impl=impl)  # (B, T, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return (logits, attentions) if return_attention else logits
