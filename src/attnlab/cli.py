@@ -1,0 +1,53 @@
+"""Shared plumbing for the entry points (train.py and friends)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from typing import Iterator
+
+from attnlab.errors import AttnlabError
+
+
+def tidy_output() -> None:
+    """One log format, and no warnings that do not apply to attnlab's design (they bury real ones)."""
+    import lightning  # noqa: F401  (adds its own console handler on import)
+
+    if logging.getLogger().hasHandlers():  # Hydra's handlers (console + <run>/train.log) take it all
+        logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
+    # batches are gathered with one vectorised index on the main process: workers would only add IPC
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # the training set yields exactly max_steps batches, so its length is exact (no workers split it)
+    warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
+    # raised inside Lightning by newer torch; nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an :class:`AttnlabError` into one ``error: ...`` line and exit status 2.
+
+    ``HYDRA_FULL_ERROR=1`` keeps the traceback. In a multirun the error propagates, so Hydra
+    records the job as failed and the sweep goes on.
+    """
+    try:
+        yield
+    except AttnlabError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False

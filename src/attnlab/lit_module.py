@@ -1,0 +1,101 @@
+"""The LightningModule: next-token training of :class:`attnlab.model.GPT`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from attnlab.data import IGNORE_INDEX
+from attnlab.errors import ConfigError
+from attnlab.metrics import LanguageModelMetrics
+from attnlab.model import GPT, ModelConfig
+from attnlab.optim import OptimConfig, build_adamw, warmup_cosine
+from attnlab.tokenizer import Tokenizer, tokenizer_from_state
+
+
+class LitGPT(L.LightningModule):
+    """Wraps the transformer with its loss, optimizer, schedule and metrics.
+
+    ``model`` and ``optim`` are plain dicts (saved as hyperparameters, so
+    ``LitGPT.load_from_checkpoint(path)`` rebuilds the model); the tokenizer, which holds the
+    corpus vocabulary, is saved in every checkpoint under ``"tokenizer"``.
+    """
+
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any] | None = None,
+                 tokenizer: Tokenizer | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.model_cfg = ModelConfig.from_dict(dict(model))
+        self.optim_cfg = OptimConfig.from_dict(dict(optim or {}))
+        self.model = GPT(self.model_cfg)
+        self.val_metrics = LanguageModelMetrics()
+        # bytes of text each token id stands for: turns summed NLL into bits per byte
+        self.register_buffer("token_bytes", torch.zeros(self.model_cfg.vocab_size, dtype=torch.long), persistent=False)
+        self.tokenizer: Tokenizer | None = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        if tokenizer.vocab_size != self.model_cfg.vocab_size:
+            raise ConfigError(
+                f"tokenizer has {tokenizer.vocab_size} ids but the model has vocab_size={self.model_cfg.vocab_size}"
+            )
+        self.tokenizer = tokenizer
+        self.token_bytes.copy_(torch.from_numpy(tokenizer.token_bytes()))
+
+    def forward(self, idx: torch.Tensor, **kwargs):
+        return self.model(idx, **kwargs)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _nll(self, logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
+        V = logits.size(-1)
+        # (B*T, V) logits vs (B*T,) targets, in fp32 whatever the autocast dtype
+        return F.cross_entropy(logits.view(-1, V).float(), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch  # (B, T), (B, T)
+        loss = self._nll(self.model(x), y, "mean")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0])  # a Python float: no device sync
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch  # (B, T), (B, T); y == IGNORE_INDEX marks padding
+        nll = self._nll(self.model(x), y, "sum")
+        mask = y != IGNORE_INDEX  # (B, T)
+        nbytes = (self.token_bytes[y.clamp(min=0)] * mask).sum()
+        self.val_metrics.update(nll, mask.sum(), nbytes)
+
+    def on_validation_epoch_end(self) -> None:
+        m = self.val_metrics.compute()  # reduced across processes
+        self.val_metrics.reset()
+        self.log("val/loss", m["loss"], prog_bar=True)
+        self.log("val/ppl", m["ppl"])
+        self.log("val/bpb", m["bpb"], prog_bar=True)
+
+    # -- optimisation --------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        total = self.trainer.max_steps
+        if total is None or total < 1:
+            raise ConfigError("the LR schedule needs a step budget; set trainer.max_steps to a positive integer")
+        optimizer = build_adamw(self.model, cfg)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" in checkpoint:
+            self.set_tokenizer(tokenizer_from_state(checkpoint["tokenizer"]))

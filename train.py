@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""Train a multi-head causal transformer: ``python train.py [key=value ...]``.
+
+Configs live in ``conf/`` (``python train.py --help`` lists the groups and the composed config);
+the work is done by :func:`attnlab.train.train`.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("ATTNLAB_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout even before `pip install -e .`
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from attnlab.cli import user_errors  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from attnlab.train import train  # imported here so that --help answers at once
+
+    with user_errors():
+        return train(cfg).get("val/bpb", float("nan"))  # the value sweepers minimise
+
+
+if __name__ == "__main__":
+    main()
