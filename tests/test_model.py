@@ -151,3 +151,8 @@ def test_tiny_model_memorises_tiny_text(seed_text):
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+def test_unknown_model_option_is_named():
+    with pytest.raises(ConfigError, match=r"unknown model option\(s\) \['num_head'\]"):
+        ModelConfig.from_dict({"vocab_size": 10, "num_head": 4})

@@ -171,7 +171,7 @@ class TextDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
-        self.name = name or corpus or Path(str(path)).stem
+        self.name = name or (Path(str(path)).stem if path is not None else corpus)
         self.corpus_name, self.path = corpus, path
         self.data_dir, self.cache_dir = data_dir, cache_dir
         self.tokenizer_cfg = dict(tokenizer)

@@ -17,12 +17,13 @@ V = vocab size.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attnlab.config import from_dict
 from attnlab.errors import ConfigError
 
 ATTENTION_IMPLS = ("explicit", "sdpa")
@@ -69,11 +70,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
-        return cls(**values)
+        return from_dict(cls, values, "model")
 
     def to_dict(self) -> dict:
         return asdict(self)

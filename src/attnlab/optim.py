@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from attnlab.config import from_dict
 from attnlab.errors import ConfigError
 
 
@@ -35,11 +36,7 @@ class OptimConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "OptimConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown optim option(s) {unknown}; known options are {sorted(known)}")
-        return cls(**values)
+        return from_dict(cls, values, "optim")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
