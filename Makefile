@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+TB_HOST ?= 127.0.0.1
+TB_PORT ?= 6006
 
 .DEFAULT_GOAL := help
 .PHONY: help install data train test tensorboard clean
@@ -29,8 +31,8 @@ train: data  ## train the default model (extra Hydra overrides: make train ARGS=
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q tests $(ARGS)
 
-tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006
-	$(PY) -m tensorboard.main --logdir outputs --port 6006 --bind_all
+tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)
+	$(PY) -m tensorboard.main --logdir outputs --host $(TB_HOST) --port $(TB_PORT)
 
 clean:  ## remove .venv and the token cache (keeps outputs/ and the prepared corpus)
 	rm -rf $(VENV) data/cache

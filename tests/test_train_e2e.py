@@ -80,3 +80,13 @@ def test_in_process_training_learns(compose):
     assert metrics["steps"] == 40
     # on 58 tokens the untrained model's loss is about ln(58) = 4.06; 40 steps learn the train split
     assert metrics["train/loss"] < 2.5
+
+
+def test_same_seed_same_run(compose, tmp_path):
+    def run(name, *extra):
+        cfg = compose(*FAST, "~logger", f"paths.output_dir={tmp_path / name}", *extra)
+        return train(cfg)
+
+    a, b, c = run("a"), run("b"), run("c", "seed=2")
+    assert a["train/loss"] == b["train/loss"] and a["val/loss"] == b["val/loss"]
+    assert c["val/loss"] != a["val/loss"]
