@@ -193,8 +193,9 @@ class TextDataModule(L.LightningDataModule):
         return build_base_tokenizer(cfg.get("kind", "tiktoken"), cfg.get("encoding", "cl100k_base"))
 
     def prepare_data(self) -> None:
-        """Fetch the corpus if it is a named one, and fill the token cache (rank 0 only)."""
-        load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cache_dir)
+        """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
+        if self.tokenizer is None:  # set up already means prepared already
+            load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:

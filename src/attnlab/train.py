@@ -50,8 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the model's vocab_size comes from the data
+    datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
     module = LitGPT(
         model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
         optim=_container(cfg.optim),
