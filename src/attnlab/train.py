@@ -21,6 +21,7 @@ from attnlab.data import TextDataModule
 from attnlab.lit_module import LitGPT
 from attnlab.model import ModelConfig
 from attnlab.optim import OptimConfig
+from attnlab.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     tidy_output()
     validate_config(cfg)
+    if cfg.get("system", {}).get("keep_freed_memory", False):
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
