@@ -17,7 +17,7 @@ V = vocab size.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -71,9 +71,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
         return from_dict(cls, values, "model")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,11 +240,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_parameters(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())  # tied weights count once
-        if non_embedding:
-            n -= self.token_embedding.weight.numel()
-        return n
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights count once
 
     def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False):
         """Logits (B, T, V) for token ids ``idx`` (B, T); with ``return_attention`` also each
