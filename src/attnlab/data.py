@@ -58,10 +58,9 @@ def tokenize_corpus(corpus: Corpus, base: Any) -> TokenizedCorpus:
         pieces += [sep, doc]
     base_ids = np.concatenate(pieces).astype(np.int64)
     vocab = CorpusVocabTokenizer.vocab_of(base_ids, base.vocab_size)
-    lookup = np.zeros(base.vocab_size, dtype=np.int64)
-    lookup[vocab] = np.arange(len(vocab))
+    dense = CorpusVocabTokenizer(base, vocab).to_dense(base_ids)
     dtype = np.uint16 if len(vocab) <= 1 << 16 else np.uint32
-    return TokenizedCorpus(ids=lookup[base_ids].astype(dtype), vocab=vocab)
+    return TokenizedCorpus(ids=dense.astype(dtype), vocab=vocab)
 
 
 def cache_path(cache_dir: str | Path, corpus: Corpus, base: Any) -> Path:
@@ -100,13 +99,17 @@ def gather_windows(ids: np.ndarray, offsets: np.ndarray, context_length: int) ->
     return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
 
 
+def require_one_window(ids: np.ndarray, context_length: int) -> None:
+    if len(ids) < context_length + 1:
+        raise DataError(f"need at least {context_length + 1} tokens for one window, got {len(ids)}")
+
+
 class RandomWindows(IterableDataset):
     """Batches of windows at random offsets; batch ``k`` is a pure function of ``(seed, rank, k)``."""
 
     def __init__(self, ids: np.ndarray, context_length: int, batch_size: int, seed: int,
                  num_batches: int | None = None, start: int = 0, rank: int = 0):
-        if len(ids) < context_length + 1:
-            raise DataError(f"need at least {context_length + 1} tokens for one window, got {len(ids)}")
+        require_one_window(ids, context_length)
         self.ids, self.T, self.B = ids, context_length, batch_size
         self.seed, self.rank = seed, rank
         self.num_batches, self.start = num_batches, start
@@ -133,8 +136,7 @@ class SequentialWindows(Dataset):
     """Non-overlapping windows covering ``ids``; the last one is padded (targets ``IGNORE_INDEX``)."""
 
     def __init__(self, ids: np.ndarray, context_length: int):
-        if len(ids) < context_length + 1:
-            raise DataError(f"need at least {context_length + 1} tokens for one window, got {len(ids)}")
+        require_one_window(ids, context_length)
         self.ids, self.T = ids, context_length
         self.n = -(-(len(ids) - 1) // context_length)  # ceil((N-1)/T): every target once
 
@@ -234,15 +236,14 @@ class TextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        num_batches = start = None
-        rank = 0
+        num_batches, start, rank = None, 0, 0
         if trainer is not None:
             rank = trainer.global_rank
             if trainer.max_steps > 0:
                 num_batches = trainer.max_steps * trainer.accumulate_grad_batches
             start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
         dataset = RandomWindows(self.train_ids, self.context_length, self.batch_size, self.seed,
-                                num_batches=num_batches, start=start or 0, rank=rank)
+                                num_batches=num_batches, start=start, rank=rank)
         # The dataset yields whole batches (vectorised gather), so the loader does no batching.
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self._pin_memory())
 
