@@ -18,3 +18,7 @@ class ConfigError(AttnlabError):
 
 class DataError(AttnlabError):
     """A corpus or cache that cannot be used."""
+
+
+class CheckpointError(AttnlabError):
+    """A checkpoint that is missing, unreadable or not attnlab's."""
