@@ -1,12 +1,19 @@
 """The real entry points, end to end, on the seed sample."""
 
+import io
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from attnlab.lit_module import LitGPT
 from attnlab.train import train
@@ -36,31 +43,128 @@ def test_overrides_reach_the_model(compose):
     assert module.model.token_embedding.weight.shape == (58, 64)  # the sample's 58-token vocabulary
 
 
-def test_train_py_writes_events_and_checkpoints(tmp_path, seed_text):
-    run_dir = tmp_path / "run"
-    result = run_train(*FAST, f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}")
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One short `python train.py` run on the seed sample, shared by the tests that read it."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    run_dir = tmp / "run"
+    result = run_train(*FAST, "model.num_layers=2", f"hydra.run.dir={run_dir}", f"data.cache_dir={tmp / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def read_events(run_dir):
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_train_py_writes_events_and_checkpoints(trained_run, seed_text):
+    run_dir, result = trained_run
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("run ") and "val/loss" in last and "val/bpb" in last and "(6 steps" in last
 
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
+    events = read_events(run_dir)
     scalars = events.Tags()["scalars"]
-    for tag in ("train/loss", "val/loss", "val/ppl", "val/bpb", "lr"):
+    for tag in ("train/loss", "val/loss", "val/ppl", "val/bpb", "lr", "train/tokens_per_sec", "train/grad_norm"):
         assert tag in scalars, scalars
     # every 4 steps and after the last; Lightning files a validation under its last training batch (0-based)
     assert [e.step for e in events.Scalars("val/loss")] == [3, 5]
     assert [e.step for e in events.Scalars("train/loss")] == list(range(6))
+    assert all(e.value > 0 for e in events.Scalars("train/tokens_per_sec"))
+    assert all(0 < e.value < 100 for e in events.Scalars("train/grad_norm"))
 
     for name in ("best.ckpt", "last.ckpt"):
         assert (run_dir / "checkpoints" / name).is_file()
     assert (run_dir / "config.yaml").read_text().count("context_length: 16") == 2  # resolved: data and model
 
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6
     assert ckpt["tokenizer"]["kind"] == "corpus_vocab" and len(ckpt["tokenizer"]["vocab"]) == 58
     module = LitGPT.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
     assert module.tokenizer.decode(module.tokenizer.encode(seed_text)) == seed_text
+
+
+def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
+    run_dir, result = trained_run
+    events = read_events(run_dir)
+    images = events.Tags()["images"]
+    assert sorted(images) == ["attention/layer_0", "attention/layer_0_mean", "attention/layer_1", "attention/layer_1_mean"]
+    for tag in images:
+        logged = events.Images(tag)
+        assert [e.step for e in logged] == [3, 5]  # with the validation scalars
+        for e in logged:
+            png = Image.open(io.BytesIO(e.encoded_image_string))
+            assert png.format == "PNG" and png.size == (e.width, e.height) and min(png.size) > 200
+
+    samples = events.Tensors("samples/text_summary")
+    assert [e.step for e in samples] == [3, 5]
+    text = samples[-1].tensor_proto.string_val[0].decode()
+    assert "**greedy**" in text and "**sampled (temperature 0.8" in text
+
+    content = events.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model.num_layers"].number_value == 2
+    assert start.hparams["data.context_length"].number_value == 16
+    assert start.hparams["model.attention"].string_value == "sdpa"
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} >= {"val/loss", "val/bpb", "model/num_parameters"}
+    num_parameters = events.Scalars("model/num_parameters")[0].value
+
+    summary = (run_dir / "model_summary.txt").read_text()
+    assert f"total {int(num_parameters):,} parameters" in summary and "blocks.1.attn" in summary
+    assert "blocks.1.attn" in result.stdout + result.stderr  # printed at start too
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_run(trained_run):
+    run_dir, _ = trained_run
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                scalars = json.loads(urllib.request.urlopen(f"{base}/scalars/tags", timeout=5).read())
+                if scalars.get("tensorboard"):
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not come up"
+            time.sleep(0.5)
+        assert {"val/bpb", "train/loss", "train/grad_norm"} <= set(scalars["tensorboard"])
+        images = json.loads(urllib.request.urlopen(f"{base}/images/tags", timeout=10).read())
+        assert "attention/layer_0" in images["tensorboard"]
+        series = json.loads(urllib.request.urlopen(
+            f"{base}/scalars/scalars?run=tensorboard&tag=val%2Fbpb", timeout=10).read())
+        assert [step for _, step, _ in series] == [3, 5]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_attend_py_writes_pngs_into_the_run(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run([sys.executable, str(ROOT / "attend.py"), f"ckpt_path={run_dir}", f"out_dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [line for line in result.stdout.splitlines() if line.endswith(".png")]
+    assert printed == [str(tmp_path / f"layer_{i}{s}.png") for i in range(2) for s in ("", "_mean")]
+    assert Image.open(printed[0]).size[0] > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.split("/")[-1] for p in printed)  # nothing else
+
+    bad = subprocess.run([sys.executable, str(ROOT / "attend.py"), f"ckpt_path={run_dir}", "text=zebra xylophone"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "never occur in the training corpus" in bad.stderr
 
 
 def test_bad_config_fails_fast_with_one_line(tmp_path):

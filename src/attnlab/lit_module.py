@@ -27,7 +27,7 @@ class LitGPT(L.LightningModule):
     def __init__(self, model: dict[str, Any], optim: dict[str, Any] | None = None,
                  tokenizer: Tokenizer | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["tokenizer"])
+        self.save_hyperparameters(ignore=["tokenizer"], logger=False)  # the run logs its whole config (observe.py)
         self.model_cfg = ModelConfig.from_dict(dict(model))
         self.optim_cfg = OptimConfig.from_dict(dict(optim or {}))
         self.model = GPT(self.model_cfg)
@@ -62,6 +62,12 @@ class LitGPT(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("lr", self.lr_schedulers().get_last_lr()[0])  # a Python float: no device sync
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # the global L2 norm of all gradients, before clipping (Lightning clips after this hook)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))  # a device tensor: no sync
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T), (B, T); y == IGNORE_INDEX marks padding

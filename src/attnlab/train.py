@@ -19,6 +19,7 @@ from attnlab.callbacks import ValidateAtEnd
 from attnlab.cli import tidy_output
 from attnlab.data import TextDataModule
 from attnlab.lit_module import LitGPT
+from attnlab.observe import RunRecord, flat_hparams
 from attnlab.model import ModelConfig
 from attnlab.optim import OptimConfig
 from attnlab.runtime import keep_freed_memory
@@ -64,11 +65,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    trainer = L.Trainer(**trainer_args, callbacks=[*callbacks, ValidateAtEnd()],
+    callbacks += [ValidateAtEnd(), RunRecord(output_dir, flat_hparams(cfg))]
+    trainer = L.Trainer(**trainer_args, callbacks=callbacks,
                         logger=loggers or False, default_root_dir=str(output_dir))
 
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    log.info("model: %s parameters; run folder %s", f"{module.model.num_parameters():,}", output_dir)
+    log.info("run folder %s", output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

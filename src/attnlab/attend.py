@@ -1,0 +1,53 @@
+"""``attend.py``: a trained model's attention maps for any text, as PNG files.
+
+The same rendering as the TensorBoard IMAGES tab (:mod:`attnlab.attention_maps`), outside training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from attnlab.attention_maps import write_attention_pngs
+from attnlab.checkpoint import read_checkpoint, model_from_checkpoint, resolve_checkpoint, run_dir_of
+from attnlab.errors import ConfigError
+from attnlab.observe import default_probe
+
+
+def run_probe_text(run_dir: Path, tokenizer, context_length: int) -> np.ndarray:
+    """The probe training used: a short line of the run's validation text (needs its config.yaml)."""
+    from attnlab.train import build_datamodule
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"no text given and no {config} to find the run's validation text; pass text=\"...\"")
+    datamodule = build_datamodule(OmegaConf.load(config))
+    datamodule.setup("validate")
+    return default_probe(tokenizer, datamodule.val_ids, context_length)
+
+
+def attend(cfg: DictConfig) -> list[Path]:
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("attend.py needs a model: ckpt_path=<run folder or .ckpt file>")
+    ckpt = resolve_checkpoint(cfg.ckpt_path)
+    checkpoint = read_checkpoint(ckpt)
+    model, tokenizer = model_from_checkpoint(checkpoint)
+    Tmax = model.cfg.context_length
+    if cfg.get("text"):
+        ids = tokenizer.encode(cfg.text)  # a DataError names tokens the corpus vocabulary lacks
+        if len(ids) == 0:
+            raise ConfigError("text has no tokens; pass text=\"some words\"")
+        if len(ids) > Tmax:
+            raise ConfigError(f"text has {len(ids)} tokens but the model's context_length is {Tmax}; shorten it")
+    else:
+        ids = run_probe_text(run_dir_of(ckpt), tokenizer, Tmax)
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt) / "attention"
+    caption = f"{ckpt.name}, step {checkpoint.get('global_step', '?')}"
+    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (T,)
+    paths = write_attention_pngs(model, tokenizer, ids, out_dir, caption)
+    for path in paths:
+        print(path, flush=True)
+    return paths
