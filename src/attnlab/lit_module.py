@@ -60,7 +60,9 @@ class LitGPT(L.LightningModule):
         x, y = batch  # (B, T), (B, T)
         loss = self._nll(self.model(x), y, "mean")
         self.log("train/loss", loss, prog_bar=True)
-        self.log("lr", self.lr_schedulers().get_last_lr()[0])  # a Python float: no device sync
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # a step Lightning writes logs
+            # logged Python floats become device tensors (a host-to-device copy): only when written
+            self.log("lr", self.lr_schedulers().get_last_lr()[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
