@@ -160,9 +160,12 @@ class RandomWindows(IterableDataset):
             k += 1
 
     def __len__(self) -> int:
+        """The run's batches, ``num_batches``, also when iteration resumes at ``start``: Lightning
+        restores its batch index on resume and ends the epoch at this length, so a shorter one
+        would start a second pass over the data before ``max_steps``."""
         if self.num_batches is None:
             raise TypeError("an unbounded RandomWindows has no length")
-        return max(0, self.num_batches - self.start)
+        return self.num_batches
 
 
 class SequentialWindows(Dataset):
