@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import attnlab.resume
 from attnlab.callbacks import TrainingDiverged
 from attnlab.checkpoint import SafeCheckpointIO, safe_load
-from attnlab.errors import CheckpointError
+from attnlab.errors import CheckpointError, ConfigError
 from attnlab.lit_module import LitGPT
 from attnlab.resume import resume_config
 from attnlab.train import train
@@ -95,6 +95,8 @@ def test_resume_keeps_the_runs_config_and_takes_only_named_keys(tmp_path, compos
 
     monkeypatch.setattr(attnlab.resume, "command_line_keys", lambda: ["trainer.max_steps", "resume"])
     assert train(later)["steps"] == 8  # a longer run, continued
+    with pytest.raises(ConfigError, match=r"has already trained trainer.max_steps=8 steps \(8\); resume with a larger"):
+        train(later)
 
 
 def _save_and_die(path: str) -> None:

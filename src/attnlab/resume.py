@@ -131,7 +131,7 @@ def resume_config(cfg: DictConfig, keys: list[str] | None = None) -> tuple[DictC
         else:
             OmegaConf.update(merged, key, value, merge=False, force_add=True)
     merged.paths = current["paths"]
-    merged.paths.output_dir = str(run)
+    merged.paths.output_dir = str(run.resolve())  # the folder Hydra chose through run_dir()
     merged.resume, merged.ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     return merged, checkpoint
 

@@ -69,6 +69,17 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     return trainer
 
 
+def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    """Read the checkpoint a run resumes from (weights_only; one line if damaged); its model hyperparameters."""
+    saved = safe_load(checkpoint)
+    if saved.get("global_step", 0) >= cfg.trainer.max_steps:
+        raise ConfigError(
+            f"{checkpoint} has already trained trainer.max_steps={cfg.trainer.max_steps} steps "
+            f"({saved['global_step']}); resume with a larger trainer.max_steps to train on"
+        )
+    return saved["hyper_parameters"]["model"]
+
+
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
     """``<run>/config.yaml``: the resolved config, which a resumed run reads back (written atomically)."""
     with atomic_write(output_dir / "config.yaml") as f:
@@ -81,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tidy_output()
     cfg, resume_from = resume_config(cfg)  # resume=<run> / ckpt_path=: the run's own config and folder
     validate_config(cfg)
-    resumed_model = safe_load(resume_from)["hyper_parameters"]["model"] if resume_from else None
+    resumed_model = check_resumable(cfg, resume_from) if resume_from else None
     if cfg.get("system", {}).get("keep_freed_memory", False):
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
