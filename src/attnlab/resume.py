@@ -58,8 +58,10 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None) -> Path | None:
 
 def saved_run(checkpoint: Path) -> Path | None:
     """The run folder ``checkpoint`` belongs to, if it is one (``<run>/checkpoints/x.ckpt``, ``<run>/config.yaml``)."""
-    run = checkpoint.parent.parent
-    return run if checkpoint.parent.name == "checkpoints" and (run / CONFIG_FILE).is_file() else None
+    from attnlab.checkpoint import run_dir_of  # here: importing attnlab must not import torch
+
+    run = run_dir_of(checkpoint)
+    return run if (run / CONFIG_FILE).is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
