@@ -95,7 +95,7 @@ def test_resume_keeps_the_runs_config_and_takes_only_named_keys(tmp_path, compos
 
     monkeypatch.setattr(attnlab.resume, "command_line_keys", lambda: ["trainer.max_steps", "resume"])
     assert train(later)["steps"] == 8  # a longer run, continued
-    with pytest.raises(ConfigError, match=r"has already trained trainer.max_steps=8 steps \(8\); resume with a larger"):
+    with pytest.raises(ConfigError, match=r"is at step 8, already trainer.max_steps=8; resume with a larger trainer.max_steps"):
         train(later)
 
 

@@ -74,8 +74,8 @@ def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
     saved = safe_load(checkpoint)
     if saved.get("global_step", 0) >= cfg.trainer.max_steps:
         raise ConfigError(
-            f"{checkpoint} has already trained trainer.max_steps={cfg.trainer.max_steps} steps "
-            f"({saved['global_step']}); resume with a larger trainer.max_steps to train on"
+            f"{checkpoint} is at step {saved['global_step']}, already trainer.max_steps={cfg.trainer.max_steps}; "
+            f"resume with a larger trainer.max_steps to train on"
         )
     return saved["hyper_parameters"]["model"]
 
