@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from attnlab.callbacks import LastCheckpoint
 from attnlab.train import validate_config
 
 
@@ -19,8 +20,8 @@ def test_groups_compose_and_instantiate(compose, data, logger, logger_cls):
     callbacks = {name: instantiate(c) for name, c in cfg.callbacks.items()}
     best, last = callbacks["best_checkpoint"], callbacks["last_checkpoint"]
     assert isinstance(best, ModelCheckpoint) and best.monitor == "val/loss"
-    assert isinstance(last, ModelCheckpoint) and last.monitor is None
-    assert best.dirpath == last.dirpath and best.dirpath.endswith("run/checkpoints")
+    assert isinstance(last, LastCheckpoint) and last.every_n_train_steps > 0
+    assert str(last.path.parent) == best.dirpath and best.dirpath.endswith("run/checkpoints")
 
 
 def test_context_length_override_reaches_model(compose):

@@ -159,3 +159,82 @@ def test_named_corpus_is_prepared_on_first_use(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "shakespeare" / "tragedies" / "hamlet.txt").is_file()
     assert dm.name == "shakespeare"
     assert "HAMLET:" in dm.tokenizer.decode(np.concatenate([dm.train_ids, dm.val_ids]))
+
+
+def _cache_file(tmp_path):
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b[: len(b) // 2],  # truncated by a crash or a full disk
+    lambda b: b.replace(b"sha256", b"sha999"),  # a member missing (an older cache has no checksum)
+    lambda b: b[:-300] + bytes([b[-300] ^ 1]) + b[-299:],  # one bit flipped
+    lambda b: b"",  # empty
+], ids=["truncated", "no-checksum", "bit-flip", "empty"])
+def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tmp_path, seed_text, caplog, damage):
+    text = tmp_path / "a.txt"
+    text.write_text(seed_text, encoding="utf-8")
+    base = TiktokenTokenizer("cl100k_base")
+    good = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    cache = _cache_file(tmp_path)
+    cache.write_bytes(damage(cache.read_bytes()))
+
+    with caplog.at_level("WARNING", logger="attnlab.data"):
+        again = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    assert any("is damaged" in r.getMessage() and "rebuilding it" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(again.ids, good.ids)
+    np.testing.assert_array_equal(data_mod.read_token_cache(cache).ids, good.ids)  # the file is whole again
+
+
+def test_a_cache_whose_bytes_do_not_match_its_checksum_is_refused(tmp_path):
+    tokens = data_mod.TokenizedCorpus(ids=np.arange(10, dtype=np.uint16), vocab=np.arange(10, dtype=np.int64))
+    path = tmp_path / "c.npz"
+    data_mod.write_token_cache(path, tokens)
+    np.testing.assert_array_equal(data_mod.read_token_cache(path).ids, tokens.ids)
+    with np.load(path) as npz:
+        members = dict(npz)
+    members["ids"] = members["ids"][::-1].copy()  # same size, other ids: only the checksum notices
+    np.savez(path, **members)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        data_mod.read_token_cache(path)
+    members["ids"] = members["ids"][:5]
+    np.savez(path, **members)
+    with pytest.raises(DataError, match="holds 5 tokens, its header says 10"):
+        data_mod.read_token_cache(path)
+
+
+def test_two_runs_building_the_same_cache_at_once_both_end_with_a_correct_cache(tmp_path, seed_text, monkeypatch):
+    import threading
+
+    text = tmp_path / "a.txt"
+    text.write_text(seed_text, encoding="utf-8")
+    base = TiktokenTokenizer("cl100k_base")
+    both_missed_the_cache = threading.Barrier(2, timeout=30)
+    tokenize = data_mod.tokenize_corpus
+
+    def tokenize_in_lockstep(*args):  # both runs have seen no cache before either writes one
+        both_missed_the_cache.wait()
+        return tokenize(*args)
+
+    monkeypatch.setattr(data_mod, "tokenize_corpus", tokenize_in_lockstep)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(load_or_build_tokens(read_corpus(text), base, tmp_path / "cache"))
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 2
+    expected = base.encode(seed_text)
+    for tokens in results:
+        np.testing.assert_array_equal(tokens.base_ids(), expected)
+    np.testing.assert_array_equal(data_mod.read_token_cache(_cache_file(tmp_path)).base_ids(), expected)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [_cache_file(tmp_path).name]  # no temp files left

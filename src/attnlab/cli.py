@@ -23,6 +23,11 @@ def tidy_output() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # the training set yields exactly max_steps batches, so its length is exact (no workers split it)
     warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined.*")
+    # on resume: our loader is resumable without Lightning's state_dict protocol (batch k is a pure
+    # function of (seed, rank, k) and the loader starts at the restored global step)
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+    # a resumed run writes into its own checkpoints/ folder on purpose
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     # raised inside Lightning by newer torch; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 

@@ -71,7 +71,8 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
-            f"{str(path)!r} is not UTF-8 (bad byte at offset {err.start}); convert it, e.g. `iconv -f GB18030 -t UTF-8`"
+            f"{str(path)!r} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}); convert it, "
+            f"e.g. `iconv -f <its encoding> -t UTF-8`"
         ) from None
 
 

@@ -12,9 +12,8 @@ The seed notebooks' batching, made exact and reproducible:
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from attnlab.atomic import atomic_write
 from attnlab.corpus import DOC_SEPARATOR, Corpus, prepare_named_corpus, read_corpus
 from attnlab.errors import ConfigError, DataError
 from attnlab.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
@@ -67,22 +67,55 @@ def cache_path(cache_dir: str | Path, corpus: Corpus, base: Any) -> Path:
     return Path(cache_dir) / f"{corpus.fingerprint()[:20]}-{base.name}.npz"
 
 
+def tokens_digest(ids: np.ndarray, vocab: np.ndarray) -> str:
+    """SHA-256 of the ids and the vocabulary (values, dtypes and lengths)."""
+    h = hashlib.sha256()
+    for a in (ids, vocab):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}:{len(a)};".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def write_token_cache(path: Path, tokens: TokenizedCorpus) -> None:
+    """Write atomically, with the token count and checksum that :func:`read_token_cache` checks.
+
+    Two runs that build the same cache at once each write a whole file under a temporary name and
+    rename it into place; the last rename wins and both files hold the same ids.
+    """
+    with atomic_write(path) as f:
+        np.savez(f, ids=tokens.ids, vocab=tokens.vocab, num_tokens=np.int64(len(tokens.ids)),
+                 sha256=np.str_(tokens_digest(tokens.ids, tokens.vocab)))
+
+
+def read_token_cache(path: Path) -> TokenizedCorpus:
+    """The cached ids; :class:`DataError` if the file is truncated, altered or not a cache."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            ids, vocab = npz["ids"], npz["vocab"]
+            num_tokens, digest = int(npz["num_tokens"]), str(npz["sha256"])
+    except Exception as err:  # a truncated zip, a missing member, a foreign file
+        raise DataError(f"unreadable ({type(err).__name__}: {err})") from None
+    if len(ids) != num_tokens:
+        raise DataError(f"holds {len(ids)} tokens, its header says {num_tokens}")
+    if tokens_digest(ids, vocab) != digest:
+        raise DataError("checksum mismatch")
+    return TokenizedCorpus(ids=ids, vocab=vocab)
+
+
 def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path) -> TokenizedCorpus:
-    """Tokenize once: later calls load ``cache_dir/<content hash>-<tokenizer>.npz``."""
+    """Tokenize once: later calls load ``cache_dir/<content hash>-<tokenizer>.npz``.
+
+    A cache that fails its checks is rebuilt, with a warning.
+    """
     path = cache_path(cache_dir, corpus, base)
     if path.exists():
-        with np.load(path) as npz:
-            return TokenizedCorpus(ids=npz["ids"], vocab=npz["vocab"])
+        try:
+            return read_token_cache(path)
+        except DataError as err:
+            log.warning("token cache %s is damaged (%s); rebuilding it", path, err)
     tokens = tokenize_corpus(corpus, base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=tokens.ids, vocab=tokens.vocab)
-        os.replace(tmp, path)  # atomic: readers see no file or a whole one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_token_cache(path, tokens)
     log.info("tokenized %s: %d tokens, %d distinct -> %s", corpus.source, len(tokens.ids), len(tokens.vocab), path)
     return tokens
 
@@ -127,9 +160,12 @@ class RandomWindows(IterableDataset):
             k += 1
 
     def __len__(self) -> int:
+        """The run's batches, ``num_batches``, also when iteration resumes at ``start``: Lightning
+        restores its batch index on resume and ends the epoch at this length, so a shorter one
+        would start a second pass over the data before ``max_steps``."""
         if self.num_batches is None:
             raise TypeError("an unbounded RandomWindows has no length")
-        return max(0, self.num_batches - self.start)
+        return self.num_batches
 
 
 class SequentialWindows(Dataset):
@@ -234,6 +270,12 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
+    def _generator(self) -> torch.Generator:
+        """A loader's own generator: each ``iter(loader)`` draws a seed from it, and without one
+        that draw comes from the global RNG, shifting dropout's random numbers at every
+        validation and making a resumed run (which restores the global RNG) differ."""
+        return torch.Generator().manual_seed(self.seed)
+
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         num_batches, start, rank = None, 0, 0
@@ -245,8 +287,10 @@ class TextDataModule(L.LightningDataModule):
         dataset = RandomWindows(self.train_ids, self.context_length, self.batch_size, self.seed,
                                 num_batches=num_batches, start=start, rank=rank)
         # The dataset yields whole batches (vectorised gather), so the loader does no batching.
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self._pin_memory())
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self._pin_memory(),
+                          generator=self._generator())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(SequentialWindows(self.val_ids, self.context_length), batch_size=self.batch_size,
-                          shuffle=False, num_workers=self.num_workers, pin_memory=self._pin_memory())
+                          shuffle=False, num_workers=self.num_workers, pin_memory=self._pin_memory(),
+                          generator=self._generator())

@@ -6,22 +6,29 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
-from attnlab.callbacks import ValidateAtEnd
+from attnlab.atomic import atomic_write
+from attnlab.callbacks import NonFiniteLossGuard, RNGState, ValidateAtEnd
+from attnlab.checkpoint import SafeCheckpointIO, require_same_model, safe_load
 from attnlab.cli import tidy_output
 from attnlab.data import TextDataModule
+from attnlab.errors import ConfigError
 from attnlab.lit_module import LitGPT
 from attnlab.observe import RunRecord, flat_hparams
 from attnlab.model import ModelConfig
 from attnlab.optim import OptimConfig
+from attnlab.resume import resume_config
 from attnlab.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -42,16 +49,57 @@ def validate_config(cfg: DictConfig) -> None:
     OptimConfig.from_dict(_container(cfg.optim))
 
 
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    """The Trainer, its callbacks and loggers; Lightning's objections to ``trainer.*`` as one line."""
+    trainer_args = _container(cfg.trainer)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    try:
+        attnlab_callbacks = [ValidateAtEnd(), RNGState(), NonFiniteLossGuard(), RunRecord(output_dir, flat_hparams(cfg))]
+        trainer = L.Trainer(**trainer_args, callbacks=[*callbacks, *attnlab_callbacks],
+                            logger=loggers or False, default_root_dir=str(output_dir), plugins=[SafeCheckpointIO()])
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"invalid trainer config: {str(err).strip().splitlines()[0]}") from None
+    cores = os.cpu_count() or 1
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > cores:
+        raise ConfigError(
+            f"trainer.devices={trainer_args.get('devices')} asks for {trainer.num_devices} CPU processes but this "
+            f"machine has {cores} cores and no GPU in use; set trainer.devices=1 (or at most {cores})"
+        )
+    return trainer
+
+
+def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    """Read the checkpoint a run resumes from (weights_only; one line if damaged); its model hyperparameters."""
+    saved = safe_load(checkpoint)
+    if saved.get("global_step", 0) >= cfg.trainer.max_steps:
+        raise ConfigError(
+            f"{checkpoint} is at step {saved['global_step']}, already trainer.max_steps={cfg.trainer.max_steps}; "
+            f"resume with a larger trainer.max_steps to train on"
+        )
+    return saved["hyper_parameters"]["model"]
+
+
+def save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """``<run>/config.yaml``: the resolved config, which a resumed run reads back (written atomically)."""
+    with atomic_write(output_dir / "config.yaml") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True).encode("utf-8"))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says; return the final metrics (``val/loss``, ``val/bpb``, ...)."""
     started = time.perf_counter()
     tidy_output()
+    cfg, resume_from = resume_config(cfg)  # resume=<run> / ckpt_path=: the run's own config and folder
     validate_config(cfg)
+    resumed_model = check_resumable(cfg, resume_from) if resume_from else None
     if cfg.get("system", {}).get("keep_freed_memory", False):
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg, output_dir)
 
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
@@ -60,18 +108,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         optim=_container(cfg.optim),
         tokenizer=datamodule.tokenizer,
     )
-    trainer_args = _container(cfg.trainer)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    callbacks += [ValidateAtEnd(), RunRecord(output_dir, flat_hparams(cfg))]
-    trainer = L.Trainer(**trainer_args, callbacks=callbacks,
-                        logger=loggers or False, default_root_dir=str(output_dir))
+    if resume_from:
+        require_same_model(resume_from, resumed_model, module.hparams["model"])
 
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    log.info("run folder %s", output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, output_dir)
+    log.info("run folder %s", output_dir)  # the model summary follows when fit starts (observe.RunRecord)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["steps"] = trainer.global_step

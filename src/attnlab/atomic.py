@@ -1,0 +1,66 @@
+"""Writing files so that a crash never leaves a half-written one behind.
+
+:func:`atomic_write` writes to a temporary file in the target's folder, flushes it to the disk
+(``fsync``) and renames it over the target with ``os.replace``, which is atomic on POSIX and
+Windows: a reader, or a run that resumes after a ``kill -9``, sees the old file or the whole new
+one, never a mix. Checkpoints, the token cache and a run's ``config.yaml`` are written this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+_UMASK = os.umask(0o022)  # read the process umask (os.umask sets it, so put it back)
+os.umask(_UMASK)
+
+
+def temp_prefix(path: Path) -> str:
+    """Name prefix of the temporary files :func:`atomic_write` makes for ``path``."""
+    return f".{path.name}."
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """``with atomic_write(p) as f: f.write(...)``: ``p`` appears whole when the block succeeds,
+    and stays as it was (the temporary file removed) when the block raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # and the rename itself survives a power cut
+
+
+def remove_stale_temps(path: str | Path) -> int:
+    """Delete temporary files a killed writer of ``path`` left behind; returns how many.
+
+    Only for files with a single writer (a run's checkpoints): a concurrent writer's live
+    temporary file would be deleted too.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f"{temp_prefix(path)}*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
