@@ -16,7 +16,9 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout even before `pip in
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import attnlab.hardware  # noqa: E402,F401  (registers the ${attnlab.precision:...} resolver)
 from attnlab.cli import user_errors  # noqa: E402
+from attnlab.sweep import run_job  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -24,7 +26,7 @@ def main(cfg: DictConfig) -> float:
     from attnlab.train import train  # imported here so that --help answers at once
 
     with user_errors():
-        return train(cfg).get("val/bpb", float("nan"))  # the value sweepers minimise
+        return run_job(train, cfg)  # the final val/bpb, which sweepers minimise (+inf for a failed sweep job)
 
 
 if __name__ == "__main__":

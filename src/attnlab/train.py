@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.callbacks import ValidateAtEnd
 from attnlab.cli import tidy_output
 from attnlab.data import TextDataModule
+from attnlab.distributed import use_rank_command
+from attnlab.hardware import check_devices
 from attnlab.lit_module import LitGPT
 from attnlab.observe import RunRecord, flat_hparams
 from attnlab.model import ModelConfig
@@ -40,6 +42,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
     ModelConfig.from_dict({**_container(cfg.model), "vocab_size": 1})
     OptimConfig.from_dict(_container(cfg.optim))
+    check_devices(_container(cfg.trainer))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -66,14 +69,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     callbacks += [ValidateAtEnd(), RunRecord(output_dir, flat_hparams(cfg))]
+    use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.distributed)
     trainer = L.Trainer(**trainer_args, callbacks=callbacks,
                         logger=loggers or False, default_root_dir=str(output_dir))
 
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder %s", output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["model/num_parameters"] = module.model.num_parameters()
     metrics["steps"] = trainer.global_step
     metrics["seconds"] = time.perf_counter() - started
     if trainer.is_global_zero:

@@ -1,0 +1,52 @@
+"""DDP under Hydra: the command Lightning runs for the processes of local rank > 0.
+
+With ``strategy=ddp`` Lightning starts ranks 1..N-1 of each node by running the entry script
+again. Its default command for Hydra apps repeats ``sys.argv`` with ``hydra.run.dir`` set, which
+goes wrong in three ways: in a multirun the argv holds ``-m`` and the sweep, so every rank would
+start a sweep of its own; ``run.dir`` is not the job's folder in a multirun (that is
+``sweep.dir/subdir``), so ranks would train in a stray folder; and each rank would write its own
+``<job>.log``. :func:`rank_command` instead re-runs exactly this job: its own overrides (as
+the sweeper chose them), in its own folder, as a single run with no ``.hydra/`` record and no
+log file. Everything that writes files is rank-zero only (checkpoints, TensorBoard, config.yaml,
+metrics.json), so a DDP run leaves the same folder as a single-process one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """``(argv, cwd)`` for local rank ``local_rank`` of the current Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    if getattr(__main__, "__spec__", None) is None:  # python train.py
+        command = [sys.executable, str(Path(sys.argv[0]).resolve())]
+    else:  # python -m package.module
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    command += ["--config-name", hydra_cfg.job.config_name]
+    for source in hydra_cfg.runtime.config_sources:  # --config-dir given on the command line
+        if source.provider == "command-line" and source.schema == "file":
+            command += ["--config-dir", source.path]
+    command += list(hydra_cfg.overrides.task)
+    command += [
+        f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',  # this job's folder, also in a multirun
+        f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
+        "hydra.output_subdir=null",  # rank zero wrote .hydra/
+        "hydra/job_logging=none",  # rank zero writes the log; warnings still reach the console
+        "hydra/hydra_logging=none",
+    ]
+    return command, get_original_cwd()
+
+
+def use_rank_command() -> None:
+    """Make Lightning's DDP launcher start ranks > 0 with :func:`rank_command` under Hydra."""
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = rank_command
