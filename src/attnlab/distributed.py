@@ -13,9 +13,14 @@ metrics.json), so a DDP run leaves the same folder as a single-process one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
+
+# set by Lightning's launcher in the launching process; a later job in the same process must not see them
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -50,3 +55,27 @@ def use_rank_command() -> None:
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     subprocess_script._hydra_subprocess_cmd = rank_command
+
+
+@contextlib.contextmanager
+def separate_job() -> Iterator[None]:
+    """Let several DDP jobs run one after another in one process (a sweep's jobs do).
+
+    Lightning's launcher leaves its process group open and its variables (``MASTER_PORT``,
+    ``LOCAL_RANK``, ...) in ``os.environ``; the next job's Trainer would take them for an
+    external launcher's and wait for ranks that never start. Afterwards the group is closed and
+    the variables are as before.
+    """
+    saved = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

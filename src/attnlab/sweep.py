@@ -95,10 +95,13 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
     A single run re-raises a failure (the entry point turns an AttnlabError into one line and
     exit status 2). A sweep job logs it and returns +inf, so the other jobs still run.
     """
+    from attnlab.distributed import separate_job
+
     output_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     try:
-        metrics = task(cfg)
+        with separate_job():
+            metrics = task(cfg)
     except Exception as err:
         message = str(err) if isinstance(err, AttnlabError) else f"{type(err).__name__}: {err}"
         record_job(output_dir, "failed", time.perf_counter() - started, error=message.splitlines()[0] if message else "")
