@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Train a multi-head causal transformer: ``python train.py [key=value ...]``.
+"""Train a multi-head causal transformer: ``python train.py [key=value ...]``; sweep with ``-m``.
 
 Configs live in ``conf/`` (``python train.py --help`` lists the groups and the composed config);
-the work is done by :func:`attnlab.train.train`.
+the work is done by :func:`attnlab.train.train`, run as one job by :func:`attnlab.sweep.run_job`
+(which records ``<run>/metrics.json`` and lets a sweep go on past a failed job).
 """
 
 import os
