@@ -3,6 +3,7 @@ failed jobs (basic, joblib and Optuna sweepers), and DDP on CPU validates exactl
 
 import csv
 import json
+import logging
 import math
 import sqlite3
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from attnlab.data import SequentialWindows, TextDataModule
+from attnlab.distributed import RankZeroLog
 from attnlab.errors import ConfigError, DataError
 from attnlab.hardware import best_precision, check_devices
 from attnlab.lit_module import LitGPT
@@ -313,3 +315,19 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     (single,) = trainer.validate(module, datamodule=datamodule, verbose=False)
     for name in ("val/loss", "val/bpb"):
         assert single[name] == pytest.approx(record["metrics"][name], rel=1e-6)
+
+
+def test_ranks_started_by_slurm_leave_the_log_file_to_rank_zero(tmp_path, monkeypatch):
+    root = logging.getLogger()
+    handler = logging.FileHandler(tmp_path / "train.log")
+    root.addHandler(handler)
+    try:
+        monkeypatch.setenv("SLURM_PROCID", "0")
+        RankZeroLog().on_job_start()
+        assert handler in root.handlers
+        monkeypatch.setenv("SLURM_PROCID", "3")
+        RankZeroLog().on_job_start()
+        assert handler not in root.handlers
+    finally:
+        root.removeHandler(handler)
+        handler.close()

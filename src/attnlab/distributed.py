@@ -9,15 +9,22 @@ start a sweep of its own; ``run.dir`` is not the job's folder in a multirun (tha
 the sweeper chose them), in its own folder, as a single run with no ``.hydra/`` record and no
 log file. Everything that writes files is rank-zero only (checkpoints, TensorBoard, config.yaml,
 metrics.json), so a DDP run leaves the same folder as a single-process one.
+
+Where the processes are started by someone else (SLURM through ``hydra/launcher=slurm``, or
+torchrun), every rank runs the Hydra job itself; :class:`RankZeroLog` keeps ranks > 0 out of the
+job's log file there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
+
+from hydra.experimental.callback import Callback
 
 # set by Lightning's launcher in the launching process; a later job in the same process must not see them
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -79,3 +86,21 @@ def separate_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def launcher_rank() -> int:
+    """The global rank an external launcher gave this process (torchrun: RANK, SLURM: SLURM_PROCID); 0 if none."""
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
+class RankZeroLog(Callback):
+    """Hydra callback: in a job whose ranks were started by SLURM or torchrun, only rank 0
+    writes ``<job>/train.log`` (the others log to their console, which SLURM keeps per task)."""
+
+    def on_job_start(self, config: Any = None, **kwargs: Any) -> None:
+        if launcher_rank() == 0:
+            return
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
