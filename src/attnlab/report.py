@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import yaml
 
 from attnlab.cli import user_errors
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, DataError
 from attnlab.sweep import JOB_RECORD, OBJECTIVE, write_text_atomic
 
 STATUSES = ("ok", "failed", "unfinished")
@@ -85,7 +85,10 @@ def read_job(folder: Path) -> Job | None:
     """The job in ``folder``, or None when the folder is not a job's."""
     record_path, overrides_path = folder / JOB_RECORD, folder / ".hydra" / "overrides.yaml"
     if record_path.is_file():
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{record_path} is not a job record ({err}); delete it to list the job as unfinished") from err
         return Job(folder.name, record["status"], list(record.get("overrides") or []), record.get("metrics") or {},
                    record.get("seconds"), record.get("error"))
     if overrides_path.is_file():
