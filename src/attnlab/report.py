@@ -185,21 +185,23 @@ def summary_md(summary: Summary) -> str:
 
 
 def _positions(raw: Sequence[str], ax) -> list[float]:
-    """x positions of the values ``raw`` on ``ax``: numbers on a numeric axis (log scale when they
-    span 8x or more), anything else as categories in order of first appearance."""
+    """x positions of the values ``raw`` on ``ax``. A few distinct values (a grid sweep's) are
+    evenly spaced, in numeric order when they are numbers, labelled as written; many numbers (a
+    search's) go on a numeric axis, logarithmic when they span 8x or more."""
     try:
-        xs = [float(v) for v in raw]
+        numbers = [float(v) for v in raw]
     except ValueError:
-        order = list(dict.fromkeys(raw))
-        ax.set_xticks(range(len(order)), order)
-        return [float(order.index(v)) for v in raw]
-    if min(xs) > 0 and max(xs) / min(xs) >= 8:
+        numbers = None
+    distinct = list(dict.fromkeys(raw))
+    if numbers is None or len(distinct) <= 8:
+        if numbers is not None:
+            distinct.sort(key=float)
+        ax.set_xticks(range(len(distinct)), distinct)
+        ax.set_xlim(-0.5, len(distinct) - 0.5)
+        return [float(distinct.index(v)) for v in raw]
+    if min(numbers) > 0 and max(numbers) / min(numbers) >= 8:
         ax.set_xscale("log")
-    distinct = sorted(set(xs))
-    if len(distinct) <= 8:  # label the values the sweep used, as written
-        ax.set_xticks(distinct, [raw[xs.index(x)] for x in distinct])
-        ax.minorticks_off()
-    return xs
+    return numbers
 
 
 def summary_png(summary: Summary, path: Path) -> None:
@@ -232,10 +234,10 @@ def summary_png(summary: Summary, path: Path) -> None:
             ax.plot(line_x, [best_at[x] for x in line_x], lw=1, alpha=0.8)
         fails = [x for x, j in zip(xs, shown) if j in failed]
         if fails:  # at the bottom edge, whatever the y scale
-            ax.scatter(fails, [0.03] * len(fails), marker="x", color="tab:red", transform=ax.get_xaxis_transform(),
+            ax.margins(y=0.15)  # room below the dots
+            ax.scatter(fails, [0.04] * len(fails), marker="x", color="tab:red", transform=ax.get_xaxis_transform(),
                        zorder=4, label="failed")
-            ax.update_datalim([(x, 0.0) for x in fails], updatey=False)  # widen x to show them
-            ax.margins(x=0.08)
+            ax.update_datalim([(x, 0.0) for x in fails], updatey=False)  # a numeric x axis must reach them
             ax.autoscale_view()
             ax.legend(loc="upper right", fontsize=8)
     left_out = len(summary.jobs) - len(done) - len(failed)
