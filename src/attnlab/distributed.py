@@ -1,4 +1,4 @@
-"""DDP under Hydra: the command Lightning runs for the processes of local rank > 0.
+"""DDP under Hydra: which process starts, writes and logs what.
 
 With ``strategy=ddp`` Lightning starts ranks 1..N-1 of each node by running the entry script
 again. Its default command for Hydra apps repeats ``sys.argv`` with ``hydra.run.dir`` set, which
@@ -12,7 +12,8 @@ metrics.json), so a DDP run leaves the same folder as a single-process one.
 
 Where the processes are started by someone else (SLURM through ``hydra/launcher=slurm``, or
 torchrun), every rank runs the Hydra job itself; :class:`RankZeroLog` keeps ranks > 0 out of the
-job's log file there.
+job's log file there. :func:`separate_job` lets a sweep run DDP jobs one after another in one
+process.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from attnlab.cli import in_multirun, user_errors
+from attnlab.distributed import separate_job
 from attnlab.errors import AttnlabError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,6 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
     A single run re-raises a failure (the entry point turns an AttnlabError into one line and
     exit status 2). A sweep job logs it and returns +inf, so the other jobs still run.
     """
-    from attnlab.distributed import separate_job
-
     output_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     try:
