@@ -17,6 +17,7 @@ from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from attnlab.cli import tidy_output
 from attnlab.data import SequentialWindows, TextDataModule
 from attnlab.distributed import RankZeroLog
 from attnlab.errors import ConfigError, DataError
@@ -310,6 +311,7 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     datamodule.setup("fit")
     assert len(SequentialWindows(datamodule.val_ids, 8)) == 5  # split 3 + 2 across the ranks
     module = LitGPT.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    tidy_output()  # as train.py runs: without warnings that do not apply
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
     (single,) = trainer.validate(module, datamodule=datamodule, verbose=False)
