@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
-from attnlab.resume import register_resolvers as _register_resolvers
+from attnlab import hardware as _hardware, resume as _resume
 
-_register_resolvers()  # ${attnlab.run_dir:...} in conf/config.yaml: a resumed run keeps its folder
+# config resolvers used in conf/: ${attnlab.run_dir:...} and ${attnlab.record_dir:...} (a resumed
+# run keeps its folder), ${attnlab.precision:<accelerator>} (the trainer's default precision)
+_resume.register_resolvers()
+_hardware.register_resolvers()

@@ -36,19 +36,20 @@ def tidy_output() -> None:
 def user_errors() -> Iterator[None]:
     """Turn an :class:`AttnlabError` into one ``error: ...`` line and exit status 2.
 
-    ``HYDRA_FULL_ERROR=1`` keeps the traceback. In a multirun the error propagates, so Hydra
-    records the job as failed and the sweep goes on.
+    ``HYDRA_FULL_ERROR=1`` keeps the traceback. (A sweep job does not get here: it records its
+    error and lets the sweep go on, see :func:`attnlab.sweep.run_job`.)
     """
     try:
         yield
     except AttnlabError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``python train.py -m ...``)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

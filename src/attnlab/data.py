@@ -7,7 +7,8 @@ The seed notebooks' batching, made exact and reproducible:
   so a run is reproducible and can resume mid-stream;
 * validation walks fixed, non-overlapping windows over the whole val split. Every val token after
   the first is predicted exactly once (the last, shorter window is padded with targets that the
-  loss ignores), so val figures are exact and comparable between runs.
+  loss ignores), so val figures are exact and comparable between runs. Under DDP each window goes
+  to exactly one process and the metric sums are added across processes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from attnlab.atomic import atomic_write
@@ -291,6 +293,21 @@ class TextDataModule(L.LightningDataModule):
                           generator=self._generator())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(SequentialWindows(self.val_ids, self.context_length), batch_size=self.batch_size,
+        dataset = SequentialWindows(self.val_ids, self.context_length)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=self._val_sampler(dataset),
                           shuffle=False, num_workers=self.num_workers, pin_memory=self._pin_memory(),
                           generator=self._generator())
+
+    def _val_sampler(self, dataset: SequentialWindows) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, windows rank, rank+W, rank+2W, ... for each of the W processes: every window
+        on exactly one process (Lightning's default DistributedSampler would pad with repeats)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        if len(dataset) < trainer.world_size:
+            raise DataError(
+                f"the validation split has {len(dataset)} windows of data.context_length={self.context_length}, fewer "
+                f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or fewer devices"
+            )
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)

@@ -79,11 +79,12 @@ class LitGPT(L.LightningModule):
         self.val_metrics.update(nll, mask.sum(), nbytes)
 
     def on_validation_epoch_end(self) -> None:
-        m = self.val_metrics.compute()  # reduced across processes
+        m = self.val_metrics.compute()  # sums reduced across processes: the same figures on every rank
         self.val_metrics.reset()
-        self.log("val/loss", m["loss"], prog_bar=True)
-        self.log("val/ppl", m["ppl"])
-        self.log("val/bpb", m["bpb"], prog_bar=True)
+        # sync_dist averages those equal figures (exactly) and tells Lightning they are global
+        self.log("val/loss", m["loss"], prog_bar=True, sync_dist=True)
+        self.log("val/ppl", m["ppl"], sync_dist=True)
+        self.log("val/bpb", m["bpb"], prog_bar=True, sync_dist=True)
 
     # -- optimisation --------------------------------------------------------------------------
 

@@ -23,10 +23,12 @@ from attnlab.callbacks import NonFiniteLossGuard, RNGState, ValidateAtEnd
 from attnlab.checkpoint import SafeCheckpointIO, require_same_model, safe_load
 from attnlab.cli import tidy_output
 from attnlab.data import TextDataModule
+from attnlab.distributed import use_rank_command
 from attnlab.errors import ConfigError
+from attnlab.hardware import check_devices
 from attnlab.lit_module import LitGPT
-from attnlab.observe import RunRecord, flat_hparams
 from attnlab.model import ModelConfig
+from attnlab.observe import RunRecord, flat_hparams
 from attnlab.optim import OptimConfig
 from attnlab.resume import resume_config
 from attnlab.runtime import keep_freed_memory
@@ -47,6 +49,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
     ModelConfig.from_dict({**_container(cfg.model), "vocab_size": 1})
     OptimConfig.from_dict(_container(cfg.optim))
+    check_devices(_container(cfg.trainer))
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
@@ -56,6 +59,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.distributed)
     try:
         attnlab_callbacks = [ValidateAtEnd(), RNGState(), NonFiniteLossGuard(), RunRecord(output_dir, flat_hparams(cfg))]
         trainer = L.Trainer(**trainer_args, callbacks=[*callbacks, *attnlab_callbacks],
@@ -112,13 +116,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         require_same_model(resume_from, resumed_model, module.hparams["model"])
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, output_dir)
+    if trainer.is_global_zero:
+        save_config(cfg, output_dir)
     log.info("run folder %s", output_dir)  # the model summary follows when fit starts (observe.RunRecord)
     if resume_from:
         log.info("resuming from %s", resume_from)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["model/num_parameters"] = module.model.num_parameters()
     metrics["steps"] = trainer.global_step
     metrics["seconds"] = time.perf_counter() - started
     if trainer.is_global_zero:

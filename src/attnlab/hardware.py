@@ -1,0 +1,55 @@
+"""Which device and precision a run uses, and a check that the devices asked for exist.
+
+:func:`register_resolvers` (called when attnlab is imported) adds the
+``${attnlab.precision:<accelerator>}`` config resolver that the trainer configs use. torch is
+imported only when a value is resolved or checked, so entry points answer ``--help`` at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from attnlab.errors import ConfigError
+
+CUDA_ACCELERATORS = ("gpu", "cuda")
+
+
+def best_precision(accelerator: str = "auto") -> str:
+    """Lightning precision for ``accelerator``: bf16 mixed on a CUDA GPU with native bf16
+    (Ampere and later), fp16 mixed on an older one, full fp32 on CPU and MPS."""
+    import torch
+
+    if str(accelerator) in ("auto", *CUDA_ACCELERATORS) and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+    return "32-true"
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("attnlab.precision", best_precision, replace=True)
+
+
+def check_devices(trainer: dict[str, Any]) -> None:
+    """Fail in one line when the trainer config names devices this machine does not have."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto"))
+    devices = trainer.get("devices", "auto")
+    num_nodes = trainer.get("num_nodes", 1)
+    if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
+        raise ConfigError(f"trainer.num_nodes must be a positive integer, got {num_nodes!r}")
+    if accelerator in CUDA_ACCELERATORS:
+        visible = torch.cuda.device_count()
+        if visible == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU that torch can see; "
+                "use trainer=cpu (or the default trainer, which picks the best device present)"
+            )
+        if isinstance(devices, int) and devices > visible:
+            raise ConfigError(
+                f"trainer.devices={devices} but only {visible} GPU(s) are visible; "
+                f"use trainer.devices={visible} or trainer.devices=-1 (all)"
+            )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps but Apple's Metal (MPS) backend is not available here; use trainer=cpu")
