@@ -227,7 +227,8 @@ class CorpusVocabTokenizer:
     def _unspellable(self, text: str) -> str:
         """Why ``text`` (whole characters) has no spelling: the characters no corpus token spells."""
         chars = sorted({c for c in text if self._spell(c.encode("utf-8")) is None})
-        return (f"cannot spell {text!r} with tokens of the training corpus, which never uses "
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return (f"cannot spell {shown!r} with tokens of the training corpus, which never uses "
                 f"{', '.join(repr(c) for c in chars[:12])} on its own; remove or replace them, "
                 f"or train with data.tokenizer.corpus_vocab=false")
 
