@@ -140,7 +140,6 @@ class KVCache:
         shape = (cfg.num_layers, batch_size, cfg.num_heads, cfg.context_length, cfg.head_size)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (N, B, nh, Tmax, hs)
         self.values = torch.zeros(shape, device=device, dtype=dtype)  # (N, B, nh, Tmax, hs)
-        self.capacity = cfg.context_length
         self.length = 0  # positions 0..length-1 are filled
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
