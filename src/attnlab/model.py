@@ -135,16 +135,17 @@ class KVCache:
     and feeds the cropped window again.
     """
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32):
-        shape = (cfg.num_layers, batch_size, cfg.num_heads, cfg.context_length, cfg.head_size)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (N, B, nh, Tmax, hs)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)  # (N, B, nh, Tmax, hs)
+    def __init__(self, cfg: ModelConfig, batch_size: int):
+        self.shape = (cfg.num_layers, batch_size, cfg.num_heads, cfg.context_length, cfg.head_size)
+        self.keys: torch.Tensor | None = None  # (N, B, nh, Tmax, hs), made by the first store()
+        self.values: torch.Tensor | None = None  # (N, B, nh, Tmax, hs)
         self.length = 0  # positions 0..length-1 are filled
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``layer``'s k, v (B, nh, T, hs) at positions length..length+T-1; return all its
         keys and values so far, (B, nh, length+T, hs) each."""
+        if self.keys is None:  # on the keys' device, in their dtype (bf16 under autocast)
+            self.keys, self.values = k.new_zeros(self.shape), v.new_zeros(self.shape)
         end = self.length + k.size(2)
         self.keys[layer, :, :, self.length : end] = k
         self.values[layer, :, :, self.length : end] = v
@@ -294,9 +295,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights count once
 
     def new_cache(self, batch_size: int) -> KVCache:
-        """An empty :class:`KVCache` for ``batch_size`` sequences, on the model's device and dtype."""
-        p = self.token_embedding.weight
-        return KVCache(self.cfg, batch_size, device=p.device, dtype=p.dtype)
+        """An empty :class:`KVCache` for ``batch_size`` sequences."""
+        return KVCache(self.cfg, batch_size)
 
     def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False,
                 cache: KVCache | None = None, last_only: bool = False):
