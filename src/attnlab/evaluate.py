@@ -28,6 +28,7 @@ from attnlab.corpus import read_corpus
 from attnlab.data import SequentialWindows
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.lit_module import LitGPT
+from attnlab.runtime import keep_freed_memory
 from attnlab.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def text_ids(path: str, tokenizer: Tokenizer) -> np.ndarray:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as ``cfg`` (conf/eval.yaml) says; print one line, save and return the figures."""
     tidy_output()
+    if cfg.get("system", {}).get("keep_freed_memory", False):
+        keep_freed_memory()  # each batch's (B, T, V) logits reuse the heap instead of fresh pages
     ckpt = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = read_checkpoint(ckpt)
     model, tokenizer = model_from_checkpoint(checkpoint)

@@ -129,7 +129,7 @@ def generate_text(cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     texts, started = [], time.perf_counter()
     for n in range(settings.num_samples):
         if settings.num_samples > 1:
-            out.write(f"{'' if n == 0 else chr(10)}--- sample {n + 1} of {settings.num_samples} ---\n")
+            out.write(("\n" if n else "") + f"--- sample {n + 1} of {settings.num_samples} ---\n")
         if settings.echo_prompt:
             out.write(settings.prompt)
         stream = TextStream(tokenizer, out)
