@@ -26,8 +26,12 @@ def main(cfg: DictConfig) -> None:
 
     with user_errors():
         out = export(cfg.ckpt_path, cfg.out, overwrite=cfg.overwrite)
-        sizes = ", ".join(f"{p.name} ({p.stat().st_size / 1e3:,.1f} kB)" for p in sorted(out.iterdir()))
+        sizes = ", ".join(f"{p.name} ({_size(p.stat().st_size)})" for p in sorted(out.iterdir()))
         print(f"exported to {out}: {sizes}\nload it with: attnlab.load({str(out)!r})", flush=True)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.1f} kB"
 
 
 if __name__ == "__main__":
