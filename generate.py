@@ -25,7 +25,11 @@ def main(cfg: DictConfig) -> None:
     from attnlab.generate import generate_text  # imported here so that --help answers at once
 
     with user_errors():
-        generate_text(cfg)
+        try:
+            generate_text(cfg)
+        except KeyboardInterrupt:  # Ctrl-C ends the stream, not with a traceback
+            print(file=sys.stderr)
+            sys.exit(130)
 
 
 if __name__ == "__main__":
