@@ -132,6 +132,20 @@ def test_eval_reproduces_training_val_and_measures_any_text(run, tmp_path, capsy
         evaluate(compose("eval", f"ckpt_path={folder}", f"data.path={short}", *common))
 
 
+def test_eval_refuses_a_run_whose_corpus_changed(run, tmp_path):
+    import shutil
+
+    folder, _ = run
+    moved = tmp_path / "run"
+    shutil.copytree(folder, moved)
+    other = tmp_path / "other.txt"
+    other.write_text(SEED_SAMPLE.read_text(encoding="utf-8") + "\nand a new line of English text", encoding="utf-8")
+    config = (moved / "config.yaml").read_text()
+    (moved / "config.yaml").write_text(config.replace(str(SEED_SAMPLE), str(other)))
+    with pytest.raises(DataError, match="has changed since training .* pass data.path="):
+        evaluate(compose("eval", f"ckpt_path={moved}", "trainer.enable_progress_bar=false"))
+
+
 # -- export ------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ is the thin Hydra entry point that calls :func:`evaluate`.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -30,14 +29,11 @@ from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.lit_module import LitGPT
 from attnlab.runtime import keep_freed_memory
 from attnlab.tokenizer import Tokenizer
-
-log = logging.getLogger(__name__)
+from attnlab.train import build_datamodule
 
 
 def run_val_ids(run_dir: Path, tokenizer: Tokenizer) -> np.ndarray:
     """The validation split of the run in ``run_dir``, rebuilt from its resolved ``config.yaml``."""
-    from attnlab.train import build_datamodule
-
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise CheckpointError(f"no config.yaml in {run_dir} to rebuild the run's validation split; "
