@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import attnlab.cli  # noqa: F401  (registers the config resolvers, as every entry point does)
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED_SAMPLE = ROOT / "data" / "trans_instance.txt"
 

@@ -91,3 +91,23 @@ def test_unknown_encoding_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown tiktoken encoding 'cl100k_bsae'; set data.tokenizer.encoding"):
         TiktokenTokenizer("cl100k_bsae")
+
+
+def test_respell_spells_unknown_tokens_with_the_fewest_corpus_tokens(cl100k, seed_text):
+    pieces = ["he", "ll", " ", "w", "orld", "h", "e", "l", "o"]
+    vocab = np.unique([cl100k.enc.encode_single_token(p) for p in pieces])
+    tok = CorpusVocabTokenizer(cl100k, vocab)
+    assert cl100k.enc.encode_ordinary("hello world") == [15339, 1917]  # neither is in the vocabulary
+    with pytest.raises(DataError, match="never occur in the training corpus"):
+        tok.encode("hello world")
+    dense = tok.encode("hello world", respell=True)
+    assert [tok.decode([i]) for i in dense] == ["he", "ll", "o", " ", "w", "orld"]
+    assert tok.decode(dense) == "hello world"
+    with pytest.raises(DataError, match=r"cannot spell 'éllo' .* never uses 'é' on its own"):
+        tok.encode("héllo", respell=True)
+
+    # multi-byte characters split across tokens: the stretch is widened to whole characters
+    chinese = CorpusVocabTokenizer(cl100k, np.unique(cl100k.encode(seed_text)))
+    for text in ("沈阳", "江西演唱", seed_text):
+        assert chinese.decode(chinese.encode(text, respell=True)) == text
+    np.testing.assert_array_equal(chinese.encode(seed_text, respell=True), chinese.encode(seed_text))

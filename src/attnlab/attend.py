@@ -30,9 +30,7 @@ def run_probe_text(run_dir: Path, tokenizer, context_length: int) -> np.ndarray:
 
 
 def attend(cfg: DictConfig) -> list[Path]:
-    if not cfg.get("ckpt_path"):
-        raise ConfigError("attend.py needs a model: ckpt_path=<run folder or .ckpt file>")
-    ckpt = resolve_checkpoint(cfg.ckpt_path)
+    ckpt = resolve_checkpoint(cfg.get("ckpt_path"))
     checkpoint = read_checkpoint(ckpt)
     model, tokenizer = model_from_checkpoint(checkpoint)
     Tmax = model.cfg.context_length

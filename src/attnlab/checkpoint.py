@@ -24,9 +24,11 @@ from attnlab.model import GPT, ModelConfig
 from attnlab.tokenizer import Tokenizer, tokenizer_from_state
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path | None) -> Path:
     """A checkpoint file from a file path or a run folder (its ``checkpoints/best.ckpt``,
     else ``checkpoints/last.ckpt``)."""
+    if path is None or str(path) in ("", "???"):  # ??? is Hydra's "mandatory, not set"
+        raise CheckpointError("no model given; pass ckpt_path=<run folder or .ckpt file>")
     p = Path(path).expanduser()
     if p.is_dir():
         for name in ("best.ckpt", "last.ckpt"):

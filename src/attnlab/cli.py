@@ -9,7 +9,19 @@ import sys
 import warnings
 from typing import Iterator
 
+from attnlab import hardware, resume
 from attnlab.errors import AttnlabError
+
+
+def register_resolvers() -> None:
+    """Config resolvers used in conf/: ``${attnlab.run_dir:...}`` and ``${attnlab.record_dir:...}``
+    (a resumed run keeps its folder), ``${attnlab.precision:<accelerator>}`` (the default precision).
+    Every entry point imports this module before Hydra composes its config."""
+    resume.register_resolvers()
+    hardware.register_resolvers()
+
+
+register_resolvers()
 
 
 def tidy_output() -> None:

@@ -10,6 +10,9 @@ Each step of the seed notebooks has one home here:
       -> final LayerNorm
       -> output layer, tied to the token embedding                   (B, T, V) logits
 
+Generation feeds one token at a time and keeps every layer's keys and values in a ``KVCache``,
+so a new token attends to the cached ones instead of recomputing the whole window.
+
 Shapes use B = batch, T = sequence length, C = d_model, nh = num_heads, hs = C // nh (head size),
 V = vocab size.
 """
@@ -121,6 +124,41 @@ class LearnedPositions(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+class KVCache:
+    """The keys and values every layer computed for the tokens already processed.
+
+    With the cache, the model's forward takes only the *new* tokens: their queries attend to the
+    cached keys and values of the earlier positions, so each generated token costs O(T) attention
+    and one token's projections instead of the whole (T, T) window. Positions are absolute
+    (0..context_length-1), so the cache holds at most ``context_length`` tokens; when a caller
+    slides its window, the positions of every kept token change, so it :meth:`reset` s the cache
+    and feeds the cropped window again.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch_size: int):
+        self.shape = (cfg.num_layers, batch_size, cfg.num_heads, cfg.context_length, cfg.head_size)
+        self.keys: torch.Tensor | None = None  # (N, B, nh, Tmax, hs), made by the first store()
+        self.values: torch.Tensor | None = None  # (N, B, nh, Tmax, hs)
+        self.length = 0  # positions 0..length-1 are filled
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``layer``'s k, v (B, nh, T, hs) at positions length..length+T-1; return all its
+        keys and values so far, (B, nh, length+T, hs) each."""
+        if self.keys is None:  # on the keys' device, in their dtype (bf16 under autocast)
+            self.keys, self.values = k.new_zeros(self.shape), v.new_zeros(self.shape)
+        end = self.length + k.size(2)
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, T: int) -> None:
+        """Every layer has stored the T new positions."""
+        self.length += T
+
+    def reset(self) -> None:
+        self.length = 0
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head masked self-attention.
 
@@ -147,22 +185,34 @@ class CausalSelfAttention(nn.Module):
         B, T, C = t.shape
         return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False,
+                cache: KVCache | None = None, layer: int = 0):
+        """``x`` (B, T, C) holds positions start..start+T-1, where start is the number of tokens
+        already in ``cache`` (0 without one); their queries also attend to the cached keys."""
         B, T, C = x.shape  # (B, T, C)
         impl = impl or self.impl
         q = self.split_heads(self.query(x))  # (B, nh, T, hs)
         k = self.split_heads(self.key(x))  # (B, nh, T, hs)
         v = self.split_heads(self.value(x))  # (B, nh, T, hs)
+        start = 0
+        if cache is not None:
+            start = cache.length
+            k, v = cache.store(layer, k, v)  # (B, nh, S, hs), S = start + T: cached keys, then the new
+        S = k.size(2)
+        visible = self.causal[start : start + T, :S]  # (T, S): query start+i sees keys 0..start+i
 
         weights = None
         if impl == "explicit" or return_weights:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, T)
-            scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))  # hide the future
-            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, nh, T, T), rows sum to 1
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, S)
+            scores = scores.masked_fill(~visible, float("-inf"))  # hide the future
+            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, nh, T, S), rows sum to 1
             out = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
         elif impl == "sdpa":
+            # is_causal aligns the triangle top-left, right only when queries and keys both start
+            # at 0; after cached keys pass the mask (one new query sees every key: no mask at all)
+            mask = None if start == 0 or T == 1 else visible
             out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, attn_mask=mask, is_causal=start == 0, dropout_p=self.dropout if self.training else 0.0
             )  # (B, nh, T, hs)
         else:
             raise ConfigError(f"unknown attention implementation {impl!r}; use one of {', '.join(ATTENTION_IMPLS)}")
@@ -197,12 +247,13 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False,
+                cache: KVCache | None = None, layer: int = 0):
         weights = None
         if return_weights:
-            a, weights = self.attn(self.ln1(x), impl=impl, return_weights=True)
+            a, weights = self.attn(self.ln1(x), impl=impl, return_weights=True, cache=cache, layer=layer)
         else:
-            a = self.attn(self.ln1(x), impl=impl)
+            a = self.attn(self.ln1(x), impl=impl, cache=cache, layer=layer)
         x = x + a  # (B, T, C) residual
         x = x + self.ffn(self.ln2(x))  # (B, T, C) residual
         return (x, weights) if return_weights else x
@@ -243,20 +294,36 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights count once
 
-    def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False):
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` sequences."""
+        return KVCache(self.cfg, batch_size)
+
+    def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False,
+                cache: KVCache | None = None, last_only: bool = False):
         """Logits (B, T, V) for token ids ``idx`` (B, T); with ``return_attention`` also each
-        layer's attention weights, a list of num_layers tensors (B, nh, T, T)."""
+        layer's attention weights, a list of num_layers tensors (B, nh, T, S).
+
+        With ``cache``, ``idx`` continues the tokens already in it (positions start..start+T-1,
+        start = ``cache.length``; S = start + T keys) and is added to it. ``last_only`` computes
+        the logits of the last position only, (B, 1, V): all that generation needs.
+        """
         B, T = idx.shape
-        if T > self.cfg.context_length:
-            raise ValueError(f"sequence of {T} tokens is longer than context_length={self.cfg.context_length}")
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.context_length:
+            where = f"{start} cached + {T} new tokens" if cache is not None else f"sequence of {T} tokens"
+            raise ValueError(f"{where} is longer than context_length={self.cfg.context_length}")
         x = self.token_embedding(idx) * self.embed_scale  # (B, T, C)
-        x = self.dropout(self.positional(x))  # (B, T, C)
+        x = self.dropout(self.positional(x, start=start))  # (B, T, C): positions start..start+T-1
         attentions = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if return_attention:
-                x, w = block(x, impl=impl, return_weights=True)  # w: (B, nh, T, T)
+                x, w = block(x, impl=impl, return_weights=True, cache=cache, layer=i)  # w: (B, nh, T, S)
                 attentions.append(w)
             else:
-                x = block(x, impl=impl)  # (B, T, C)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+                x = block(x, impl=impl, cache=cache, layer=i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V), or (B, 1, V) with last_only
         return (logits, attentions) if return_attention else logits

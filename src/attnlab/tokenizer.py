@@ -9,6 +9,9 @@ Two layers, composed:
 * :class:`CorpusVocabTokenizer` — the same tokenizer restricted to the ids that occur in the
   corpus, renumbered 0..V-1. The embedding table and output layer then have V rows (Shakespeare:
   about 20,600) instead of 100,277. The mapping travels with the token cache and every checkpoint.
+  New text (a prompt, an evaluation text) may hold tokens the corpus never used: ``encode`` names
+  them, or with ``respell=True`` spells each with the fewest smaller tokens the corpus did use
+  (" Hamlet" -> " Ham" + "let"); only characters no corpus token covers remain an error.
 
 Every tokenizer can describe itself as a plain ``state_dict()`` and be rebuilt from it with
 :func:`tokenizer_from_state`, which is how checkpoints decode without the corpus.
@@ -88,7 +91,8 @@ class TiktokenTokenizer:
         self.name = encoding  # the offline copy assigns the same ids, so it shares the name
         self.vocab_size = self.enc.max_token_value + 1
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, respell: bool = False) -> np.ndarray:
+        """Ids of ``text`` (every one in the vocabulary, so ``respell`` has nothing to do)."""
         return np.asarray(self.enc.encode_ordinary(text), dtype=np.uint32)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -151,8 +155,82 @@ class CorpusVocabTokenizer:
             )
         return dense
 
-    def encode(self, text: str) -> np.ndarray:
-        return self.to_dense(self.base.encode(text))
+    def encode(self, text: str, respell: bool = False) -> np.ndarray:
+        """Dense ids of ``text``; tokens the corpus never used raise :class:`DataError`, or with
+        ``respell`` are spelled with smaller corpus tokens (:meth:`respell`)."""
+        return self.to_dense(self.respell(text) if respell else self.base.encode(text))
+
+    def respell(self, text: str) -> np.ndarray:
+        """Base ids of ``text`` in which every stretch of tokens the corpus never used is spelled
+        with the fewest corpus tokens that make up the same bytes; they decode to ``text``."""
+        ids = self.base.encode(text).astype(np.int64)  # (N,)
+        data = text.encode("utf-8")
+        ends = np.cumsum(self.base.token_bytes()[ids])  # (N,) byte offset where each token ends
+        starts = ends - self.base.token_bytes()[ids]  # (N,)
+
+        def splits_a_char(offset: int) -> bool:  # a UTF-8 continuation byte: inside a character
+            return offset < len(data) and data[offset] & 0xC0 == 0x80
+
+        unknown = self._lookup[ids] < 0  # (N,)
+        changed = True
+        while changed:  # widen each stretch of unknown tokens to whole characters
+            changed = False
+            for k in np.flatnonzero(unknown):
+                if k > 0 and not unknown[k - 1] and splits_a_char(starts[k]):
+                    unknown[k - 1] = changed = True
+                if k + 1 < len(ids) and not unknown[k + 1] and splits_a_char(ends[k]):
+                    unknown[k + 1] = changed = True
+
+        out: list[int] = []
+        respelled: list[str] = []
+        k = 0
+        while k < len(ids):
+            if not unknown[k]:
+                out.append(int(ids[k]))
+                k += 1
+                continue
+            j = k
+            while j < len(ids) and unknown[j]:
+                j += 1
+            piece = data[starts[k] : ends[j - 1]]  # whole characters
+            spelling = self._spell(piece)
+            if spelling is None:
+                raise DataError(self._unspellable(piece.decode("utf-8")))
+            out += spelling
+            respelled.append(" + ".join(repr(self.base.decode([p])) for p in spelling))
+            k = j
+        if respelled:
+            log.info("spelled %d piece(s) of the text with tokens the corpus used: %s",
+                     len(respelled), "; ".join(respelled[:8]))
+        return np.asarray(out, dtype=np.int64)
+
+    def _spell(self, data: bytes) -> list[int] | None:
+        """The fewest corpus-vocabulary base ids whose bytes concatenate to ``data``, or None."""
+        n = len(data)
+        longest = self._longest_token_bytes()
+        best: list[list[int] | None] = [[]] + [None] * n  # best[j]: the shortest spelling of data[:j]
+        for end in range(1, n + 1):
+            for begin in range(max(0, end - longest), end):
+                if best[begin] is None or (best[end] is not None and len(best[begin]) + 1 >= len(best[end])):
+                    continue
+                try:
+                    piece = self.base.enc.encode_single_token(data[begin:end])
+                except KeyError:
+                    continue
+                if self._lookup[piece] >= 0:
+                    best[end] = best[begin] + [piece]
+        return best[n]
+
+    def _longest_token_bytes(self) -> int:
+        return int(self.token_bytes().max())
+
+    def _unspellable(self, text: str) -> str:
+        """Why ``text`` (whole characters) has no spelling: the characters no corpus token spells."""
+        chars = sorted({c for c in text if self._spell(c.encode("utf-8")) is None})
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return (f"cannot spell {shown!r} with tokens of the training corpus, which never uses "
+                f"{', '.join(repr(c) for c in chars[:12])} on its own; remove or replace them, "
+                f"or train with data.tokenizer.corpus_vocab=false")
 
     def decode(self, ids) -> str:
         return self.base.decode(self.vocab[np.asarray(_as_list(ids), dtype=np.int64)])
