@@ -164,7 +164,7 @@ def test_attend_py_writes_pngs_into_the_run(trained_run, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "attend.py"), f"ckpt_path={run_dir}", "text=zebra xylophone"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "never occur in the training corpus" in bad.stderr
+    assert "cannot spell" in bad.stderr  # the 58-token sample vocabulary has no Latin letters
 
 
 def test_bad_config_fails_fast_with_one_line(tmp_path):

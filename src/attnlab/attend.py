@@ -35,7 +35,7 @@ def attend(cfg: DictConfig) -> list[Path]:
     model, tokenizer = model_from_checkpoint(checkpoint)
     Tmax = model.cfg.context_length
     if cfg.get("text"):
-        ids = tokenizer.encode(cfg.text)  # a DataError names tokens the corpus vocabulary lacks
+        ids = tokenizer.encode(cfg.text, respell=True)  # unseen tokens spelled with corpus ones, or one line
         if len(ids) == 0:
             raise ConfigError("text has no tokens; pass text=\"some words\"")
         if len(ids) > Tmax:

@@ -66,7 +66,7 @@ def default_probe(tokenizer: Tokenizer, val_ids: np.ndarray, context_length: int
 
 def _probe_ids(text: str | None, tokenizer: Tokenizer, val_ids: np.ndarray | None, context_length: int) -> torch.Tensor:
     if text:
-        ids = tokenizer.encode(text)  # a DataError names tokens the corpus vocabulary lacks
+        ids = tokenizer.encode(text, respell=True)  # unseen tokens spelled with corpus ones, or one line
     elif val_ids is not None:
         ids = default_probe(tokenizer, val_ids, context_length)
     else:
@@ -171,7 +171,7 @@ class Samples(L.Callback):
         if tokenizer is None:
             return
         if self.prompt:
-            ids = tokenizer.encode(self.prompt)
+            ids = tokenizer.encode(self.prompt, respell=True)
         else:
             val_ids = _val_ids(trainer)
             context_length = pl_module.model.cfg.context_length
