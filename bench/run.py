@@ -48,7 +48,7 @@ def render(results: dict) -> str:
         BEGIN,
         "## `make bench`",
         "",
-        f"Generated {results['generated']} in {results['wall_s'] / 60:.1f} min on: {m['cpu']}, {m['cores']} cores "
+        f"Generated {results['generated']} ({results['wall_s'] / 60:.1f} min of measuring) on: {m['cpu']}, {m['cores']} cores "
         f"({m['torch_threads']} torch threads{', AVX-512 BF16' if m['avx512_bf16'] else ''}), device {m['device']}; "
         f"torch {m['torch']}, Lightning {m['lightning']}, Python {m['python']}. Raw figures: `bench/results.json`.",
         *(["", "**Quick mode: one repeat of tiny shapes (a smoke test), not a measurement.**"] if results["quick"] else []),
@@ -86,16 +86,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="one repeat of tiny shapes: a smoke test")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="measure these sections again and keep the others from --results")
     args = parser.parse_args(argv)
     if args.quick and args.results == parser.get_default("results"):
         parser.error("--quick figures are no measurement: pass --results and --doc elsewhere")
-    started = time.perf_counter()
-    results = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
-               "machine": machine(), "sections": {}}
-    for name in SECTIONS:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results = {"generated": now, "quick": args.quick, "machine": machine(), "sections": {}}
+    if set(args.only) != set(SECTIONS):
+        earlier = json.loads(args.results.read_text()) if args.results.exists() else {"sections": {}}
+        if earlier.get("machine") != results["machine"] or set(earlier["sections"]) != set(SECTIONS):
+            parser.error(f"--only needs a complete {args.results} measured on this machine; run all sections")
+        results["sections"] = earlier["sections"]
+    for name in args.only:
         print(f"bench: {name}", file=sys.stderr, flush=True)
-        results["sections"][name] = run_section(name, args.quick)
-    results["wall_s"] = time.perf_counter() - started
+        results["sections"][name] = {**run_section(name, args.quick), "generated": now}
+    results["wall_s"] = sum(section["wall_s"] for section in results["sections"].values())
     with atomic_write(args.results) as f:
         f.write((json.dumps(results, indent=1) + "\n").encode())
     update_doc(args.doc, render(results))
