@@ -9,7 +9,7 @@ TB_HOST ?= 127.0.0.1
 TB_PORT ?= 6006
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test tensorboard clean
+.PHONY: help install data train test bench tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ train: data  ## train the default model (extra Hydra overrides: make train ARGS=
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q tests $(ARGS)
+
+bench: data  ## measure: train step (Lightning vs a hand loop), attention, data -> docs/benchmarks.md, bench/results.json (~5 min)
+	$(PY) -m bench.run $(ARGS)
 
 tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)
 	$(PY) -m tensorboard.main --logdir outputs --host $(TB_HOST) --port $(TB_PORT)

@@ -238,3 +238,16 @@ def test_two_runs_building_the_same_cache_at_once_both_end_with_a_correct_cache(
         np.testing.assert_array_equal(tokens.base_ids(), expected)
     np.testing.assert_array_equal(data_mod.read_token_cache(_cache_file(tmp_path)).base_ids(), expected)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [_cache_file(tmp_path).name]  # no temp files left
+
+
+def test_datamodule_with_the_char_tokenizer(tmp_path, seed_text):
+    from tests.conftest import SEED_SAMPLE
+
+    dm = datamodule(tmp_path, SEED_SAMPLE, tokenizer={"kind": "char", "corpus_vocab": True})
+    dm.setup("fit")
+    assert len(dm.train_ids) + len(dm.val_ids) == len(seed_text) == 61
+    assert dm.vocab_size == len(set(seed_text)) and dm.train_ids.dtype == np.uint16
+    assert dm.tokenizer.decode(np.concatenate([dm.train_ids, dm.val_ids])) == seed_text
+    assert [p.name.endswith("-char.npz") for p in (tmp_path / "cache").iterdir()] == [True]
+    with pytest.raises(ConfigError, match="data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char"):
+        datamodule(tmp_path, SEED_SAMPLE, tokenizer={"kind": "char", "corpus_vocab": False})

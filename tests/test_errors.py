@@ -84,7 +84,10 @@ CASES = [
     (["data.val_fraction=0"], "data.val_fraction must be in (0, 1), got 0"),
     (["data.val_fraction=1.5"], "data.val_fraction must be in (0, 1), got 1.5"),
     (["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
-    (["data.tokenizer.kind=sentencepiece"], "unknown tokenizer kind 'sentencepiece'; set data.tokenizer.kind to 'tiktoken'"),
+    (["data.tokenizer.kind=sentencepiece"], "unknown tokenizer kind 'sentencepiece'; set data.tokenizer.kind to 'tiktoken' or 'char'"),
+    (["data/tokenizer=char", "data.tokenizer.corpus_vocab=false"],
+     "data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary is the corpus's "
+     "characters); drop the override"),
     (["data.tokenizer.encoding=cl200k"], "unknown tiktoken encoding 'cl200k'; set data.tokenizer.encoding to one of "),
     # trainer
     (["trainer.devices=512"], "trainer.devices=512 asks for 512 CPU processes but this machine has "),

@@ -111,3 +111,54 @@ def test_respell_spells_unknown_tokens_with_the_fewest_corpus_tokens(cl100k, see
     for text in ("沈阳", "江西演唱", seed_text):
         assert chinese.decode(chinese.encode(text, respell=True)) == text
     np.testing.assert_array_equal(chinese.encode(seed_text, respell=True), chinese.encode(seed_text))
+
+
+# --------------------------------------------------------------------------------------------
+# data/tokenizer=char
+# --------------------------------------------------------------------------------------------
+
+
+def char_vocab_tokenizer(text: str) -> CorpusVocabTokenizer:
+    from attnlab.tokenizer import CharTokenizer
+
+    base = CharTokenizer()
+    return CorpusVocabTokenizer(base, CorpusVocabTokenizer.vocab_of(base.encode(text).astype(np.int64), base.vocab_size))
+
+
+def test_char_tokenizer_is_one_id_per_character(seed_text):
+    tok = char_vocab_tokenizer(seed_text)
+    ids = tok.encode(seed_text)
+    assert len(ids) == len(seed_text) == 61  # one token per character (70 with cl100k)
+    assert tok.vocab_size == len(set(seed_text))
+    assert sorted(tok.decode([i]) for i in range(tok.vocab_size)) == [tok.decode([i]) for i in range(tok.vocab_size)]
+    assert tok.decode(ids) == seed_text
+    assert [tok.decode([i]) for i in ids[:3]] == ["小", "沈", "阳"]
+    assert tok.name == f"char-corpus{len(set(seed_text))}"
+
+
+def test_char_token_bytes_are_utf8_lengths(seed_text):
+    tok = char_vocab_tokenizer(seed_text + "é😀")
+    lengths = {tok.decode([i]): int(n) for i, n in enumerate(tok.token_bytes())}
+    assert lengths["2"] == 1 and lengths["\n"] == 1 and lengths["é"] == 2 and lengths["阳"] == 3 and lengths["😀"] == 4
+    ids = tok.encode(seed_text)
+    assert tok.token_bytes()[ids].sum() == len(seed_text.encode("utf-8"))  # so val/bpb matches tiktoken's
+
+
+def test_char_tokenizer_survives_a_state_dict_round_trip(seed_text):
+    tok = char_vocab_tokenizer(seed_text)
+    state = tok.state_dict()
+    assert state["kind"] == "corpus_vocab" and state["base"] == {"kind": "char"}
+    again = tokenizer_from_state(state)
+    np.testing.assert_array_equal(again.encode(seed_text), tok.encode(seed_text))
+    np.testing.assert_array_equal(again.token_bytes(), tok.token_bytes())
+
+
+def test_char_tokenizer_names_characters_the_corpus_never_used(seed_text):
+    tok = char_vocab_tokenizer(seed_text)
+    with pytest.raises(DataError, match=r"1 token\(s\) never occur in the training corpus \('Z'\); use text the "
+                                        r"corpus covers, or train on a corpus that uses them"):
+        tok.encode("Z")
+    with pytest.raises(DataError, match=r"cannot spell 'Z' .* never uses 'Z' on its own; remove or replace them, "
+                                        r"or train on a corpus that uses them"):
+        tok.encode("Z", respell=True)
+    np.testing.assert_array_equal(tok.encode(seed_text, respell=True), tok.encode(seed_text))

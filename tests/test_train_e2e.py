@@ -194,3 +194,29 @@ def test_same_seed_same_run(compose, tmp_path):
     a, b, c = run("a"), run("b"), run("c", "seed=2")
     assert a["train/loss"] == b["train/loss"] and a["val/loss"] == b["val/loss"]
     assert c["val/loss"] != a["val/loss"]
+
+
+def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, seed_text):
+    import math
+
+    import numpy as np
+
+    from attnlab.checkpoint import load_model
+    from attnlab.train import build_datamodule
+
+    cfg = compose(*FAST, "data/tokenizer=char", "~logger", f"paths.output_dir={tmp_path / 'char'}")
+    metrics = train(cfg)
+    assert metrics["steps"] == 6
+    assert [p.name.split("-", 1)[1] for p in (tmp_path / "cache").glob("*.npz")] == ["char.npz"]
+
+    # val/bpb divides by the UTF-8 bytes of the val characters (3 per Chinese character), not by characters
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    targets = dm.val_ids[1:].astype(np.int64)  # (N-1,) every val character after the first, predicted once
+    nbytes = int(dm.tokenizer.token_bytes()[targets].sum())
+    assert nbytes > len(targets)
+    assert metrics["val/bpb"] == pytest.approx(metrics["val/loss"] * len(targets) / (math.log(2) * nbytes), rel=1e-4)
+
+    model, tokenizer = load_model(tmp_path / "char")
+    assert model.token_embedding.weight.shape[0] == tokenizer.vocab_size == len(set(seed_text))
+    assert tokenizer.decode(tokenizer.encode(seed_text)) == seed_text

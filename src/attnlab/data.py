@@ -215,6 +215,9 @@ class TextDataModule(L.LightningDataModule):
         self.corpus_name, self.path = corpus, path
         self.data_dir, self.cache_dir = data_dir, cache_dir
         self.tokenizer_cfg = dict(tokenizer)
+        if self.tokenizer_cfg.get("kind") == "char" and not self.tokenizer_cfg.get("corpus_vocab", True):
+            raise ConfigError("data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary "
+                              "is the corpus's characters); drop the override")
         self.context_length, self.batch_size = context_length, batch_size
         self.val_fraction, self.seed, self.num_workers = float(val_fraction), seed, num_workers
         self.tokenizer: Tokenizer | None = None

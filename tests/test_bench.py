@@ -1,0 +1,54 @@
+"""A smoke test of `make bench`'s code paths: one repeat of tiny shapes, never the real measurement."""
+
+import json
+
+import pytest
+
+from bench import run as bench_run
+from tests.conftest import ROOT
+
+
+def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nhand-written intro\n\n{bench_run.BEGIN}\nold table\n{bench_run.END}\n\n"
+                   "## Hand-written section\n\nkept\n", encoding="utf-8")
+    results_path = tmp_path / "results.json"
+    bench_run.main(["--quick", "--results", str(results_path), "--doc", str(doc)])
+
+    results = json.loads(results_path.read_text())
+    assert results["quick"] is True and results["machine"]["torch"]
+    (step,) = results["sections"]["train_step"]["rows"]
+    assert step["lightning_ms"] > 0 and step["hand_ms"] > 0
+    # the same model, batches and optimizer: the two loops end on the same loss
+    assert step["final_loss"]["lightning"] == pytest.approx(step["final_loss"]["hand"], rel=1e-5)
+    impls = {(r["T"], r["impl"]) for r in results["sections"]["attention"]["lengths"]}
+    assert impls == {(T, impl) for T in (16, 32) for impl in ("naive", "explicit", "sdpa")}
+    assert {r["tokenizer"] for r in results["sections"]["data"]["rows"]} == {"cl100k corpus vocabulary", "char"}
+
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
+    assert text.endswith(bench_run.END + "\n\n## Hand-written section\n\nkept\n")
+    assert "old table" not in text and "Quick mode" in text and text.count(bench_run.BEGIN) == 1
+    assert "| smoke | fp32 |" in text and "| 32 | sdpa |" in text
+
+
+def test_quick_mode_refuses_to_overwrite_the_real_results():
+    real = ROOT / "bench" / "results.json"
+    before = real.read_bytes() if real.exists() else None
+    with pytest.raises(SystemExit) as exit_:
+        bench_run.main(["--quick"])
+    assert exit_.value.code == 2
+    assert (real.read_bytes() if real.exists() else None) == before
+
+
+def test_naive_attention_matches_both_implementations():
+    import torch
+
+    from attnlab.model import CausalSelfAttention, ModelConfig
+    from bench.attention import naive_attention
+
+    attn = CausalSelfAttention(ModelConfig(vocab_size=1, context_length=9, d_model=16, num_heads=4)).eval()
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        for impl in ("explicit", "sdpa"):
+            torch.testing.assert_close(naive_attention(attn, x), attn(x, impl=impl), atol=1e-5, rtol=1e-5)
