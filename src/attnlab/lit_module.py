@@ -65,11 +65,18 @@ class LitGPT(L.LightningModule):
             self.log("lr", self.lr_schedulers().get_last_lr()[0])
         return loss
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # the global L2 norm of all gradients, before clipping (Lightning clips after this hook)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))  # a device tensor: no sync
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip as ``trainer.gradient_clip_*`` say and log ``train/grad_norm``, the global L2 norm
+        of the gradients before clipping. Norm clipping returns that norm, so it is computed once."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)  # what Lightning would call
+        else:  # no clipping, or clipping by value
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.log("train/grad_norm", norm)  # a device tensor: no sync
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T), (B, T); y == IGNORE_INDEX marks padding
