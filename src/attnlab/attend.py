@@ -9,24 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from attnlab.attention_maps import write_attention_pngs
-from attnlab.checkpoint import read_checkpoint, model_from_checkpoint, resolve_checkpoint, run_dir_of
+from attnlab.checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint, run_dir_of
 from attnlab.errors import ConfigError
+from attnlab.evaluate import run_val_ids
 from attnlab.observe import default_probe
-
-
-def run_probe_text(run_dir: Path, tokenizer, context_length: int) -> np.ndarray:
-    """The probe training used: a short line of the run's validation text (needs its config.yaml)."""
-    from attnlab.train import build_datamodule
-
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"no text given and no {config} to find the run's validation text; pass text=\"...\"")
-    datamodule = build_datamodule(OmegaConf.load(config))
-    datamodule.setup("validate")
-    return default_probe(tokenizer, datamodule.val_ids, context_length)
 
 
 def attend(cfg: DictConfig) -> list[Path]:
@@ -41,7 +30,8 @@ def attend(cfg: DictConfig) -> list[Path]:
         if len(ids) > Tmax:
             raise ConfigError(f"text has {len(ids)} tokens but the model's context_length is {Tmax}; shorten it")
     else:
-        ids = run_probe_text(run_dir_of(ckpt), tokenizer, Tmax)
+        val_ids = run_val_ids(run_dir_of(ckpt), tokenizer, instead='pass text="..."')
+        ids = default_probe(tokenizer, val_ids, Tmax)  # the probe training logged
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir_of(ckpt) / "attention"
     caption = f"{ckpt.name}, step {checkpoint.get('global_step', '?')}"
     ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (T,)

@@ -32,17 +32,18 @@ from attnlab.tokenizer import Tokenizer
 from attnlab.train import build_datamodule
 
 
-def run_val_ids(run_dir: Path, tokenizer: Tokenizer) -> np.ndarray:
-    """The validation split of the run in ``run_dir``, rebuilt from its resolved ``config.yaml``."""
+def run_val_ids(run_dir: Path, tokenizer: Tokenizer,
+                instead: str = "pass data.path=<file or folder> to evaluate a text") -> np.ndarray:
+    """The validation split of the run in ``run_dir``, rebuilt from its resolved ``config.yaml``
+    (also used by attend.py); ``instead`` is the fix the error lines offer."""
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise CheckpointError(f"no config.yaml in {run_dir} to rebuild the run's validation split; "
-                              f"pass data.path=<file or folder> to evaluate a text")
+        raise CheckpointError(f"no config.yaml in {run_dir} to rebuild the run's validation split; {instead}")
     datamodule = build_datamodule(OmegaConf.load(config))
     datamodule.setup("validate")
     if not _same_vocabulary(datamodule.tokenizer, tokenizer):
         raise DataError(f"the corpus of {run_dir} has changed since training (its vocabulary differs from the "
-                        f"checkpoint's); pass data.path=<file or folder> to evaluate a text")
+                        f"checkpoint's); {instead}")
     return datamodule.val_ids
 
 
