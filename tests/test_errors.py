@@ -61,7 +61,8 @@ CASES = [
     (["model.dropout=1.0"], "model.dropout must be in [0, 1), got 1.0"),
     (["model.dropout=-0.1"], "model.dropout must be in [0, 1), got -0.1"),
     (["model.attention=flash"], "unknown model.attention='flash'; use one of explicit, sdpa"),
-    (["model.positional=rotary"], "unknown model.positional='rotary'; use one of sinusoidal, learned"),
+    (["model.positional=rotary"], "unknown model.positional='rotary'; use one of sinusoidal, learned, rope"),
+    (["model.norm=batchnorm"], "unknown model.norm='batchnorm'; use one of layernorm, rmsnorm"),
     # data
     ([f"data.path={IN}/missing.txt"],
      f"data.path '{IN}/missing.txt' does not exist; point data.path at a text file or a folder of .txt files"),

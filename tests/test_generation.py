@@ -42,10 +42,11 @@ def tiny_model(**overrides) -> GPT:
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "modern"])
 @pytest.mark.parametrize("slide", [1, 3])
 def test_cached_logits_equal_the_full_window_at_every_step_and_after_slides(attention, positional, slide):
-    model = tiny_model(attention=attention, positional=positional)
+    modern = dict(positional="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False)
+    model = tiny_model(attention=attention, **(modern if positional == "modern" else dict(positional=positional)))
     Tmax = model.cfg.context_length
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])  # (B=2, 3)
     cached = Decoder(model, prompt, use_cache=True, slide=slide)

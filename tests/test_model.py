@@ -123,7 +123,10 @@ def test_learned_positions_and_weight_tying():
         (dict(num_layers=0), "model.num_layers must be a positive integer"),
         (dict(dropout=1.0), r"model.dropout must be in \[0, 1\)"),
         (dict(attention="flash"), "unknown model.attention='flash'"),
-        (dict(positional="rope"), "unknown model.positional='rope'"),
+        (dict(positional="alibi"), "unknown model.positional='alibi'"),
+        (dict(activation="swish"), "unknown model.activation='swish'"),
+        (dict(d_model=36, num_heads=4, positional="rope"), "head size d_model/num_heads = 9 is odd"),
+        (dict(qk_norm="yes"), "model.qk_norm must be true or false"),
     ],
 )
 def test_config_is_validated(bad, message):
@@ -156,3 +159,36 @@ def test_tiny_model_memorises_tiny_text(seed_text):
 def test_unknown_model_option_is_named():
     with pytest.raises(ConfigError, match=r"unknown model option\(s\) \['num_head'\]"):
         ModelConfig.from_dict({"vocab_size": 10, "num_head": 4})
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    from attnlab.model import RotaryPositions
+
+    rope = RotaryPositions(context_length=32, head_size=8)
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)  # (B, nh, T=1, hs)
+
+    def score(pq: int, pk: int) -> torch.Tensor:
+        return (rope(q, start=pq) * rope(k, start=pk)).sum()
+
+    torch.testing.assert_close(score(5, 2), score(20, 17))  # same offset 3, other absolute positions
+    assert not torch.allclose(score(5, 2), score(5, 4))  # another offset, another score
+    torch.testing.assert_close(rope(q, start=0), q)  # position 0: no rotation
+    torch.testing.assert_close(rope(q, start=9).norm(), q.norm())  # a rotation keeps lengths
+
+
+@pytest.mark.parametrize("attention", ["explicit", "sdpa"])
+def test_modern_options_build_train_and_stay_causal(attention):
+    cfg = small_cfg(positional="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
+                    bias=False, attention=attention)
+    model = GPT(cfg)
+    assert model.positional is None and isinstance(model.ln_f, torch.nn.RMSNorm)
+    assert model.lm_head.weight is not model.token_embedding.weight
+    assert model.blocks[0].attn.q_norm is not None and model.blocks[0].ffn.act(torch.tensor([-2.0, 3.0])).tolist() == [0.0, 9.0]
+    idx = torch.randint(0, cfg.vocab_size, (2, 12))
+    logits = model(idx)  # (2, 12, V)
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % cfg.vocab_size  # the future of position 6 changes
+    torch.testing.assert_close(model(changed)[:, :7], logits[:, :7])  # its past does not see it
+    F.cross_entropy(logits.view(-1, cfg.vocab_size), idx.view(-1)).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -5,10 +5,15 @@ Each step of the seed notebooks has one home here:
     token ids (B, T)
       -> token embedding                       TokenEmbedding          (B, T, C)
       -> + positional encoding                 SinusoidalPositions / LearnedPositions
-      -> N x Block:  x + attn(ln1(x))          CausalSelfAttention     (pre-LayerNorm)
-                     x + ffn(ln2(x))           FeedForward             (4C, GELU)
-      -> final LayerNorm
-      -> output layer, tied to the token embedding                   (B, T, V) logits
+                                               (or RotaryPositions: q and k rotated inside attention)
+      -> N x Block:  x + attn(ln1(x))          CausalSelfAttention     (pre-norm: LayerNorm or RMSNorm)
+                     x + ffn(ln2(x))           FeedForward             (4C, GELU or ReLU²)
+      -> final norm
+      -> output layer, tied to the token embedding (or its own)      (B, T, V) logits
+
+The classic choices (the seed's) are the defaults; each modern one is a config switch, so a run
+can ablate them one at a time: ``positional=rope``, ``norm=rmsnorm``, ``qk_norm=true``,
+``activation=relu2``, ``tie_embeddings=false``.
 
 Generation feeds one token at a time and keeps every layer's keys and values in a ``KVCache``,
 so a new token attends to the cached ones instead of recomputing the whole window.
@@ -30,7 +35,9 @@ from attnlab.config import from_dict
 from attnlab.errors import ConfigError
 
 ATTENTION_IMPLS = ("explicit", "sdpa")
-POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
+POSITIONAL_ENCODINGS = ("sinusoidal", "learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "relu2")
 
 
 @dataclass
@@ -42,9 +49,13 @@ class ModelConfig:
     num_layers: int = 4  # N: stacked blocks
     dropout: float = 0.0  # attention-weight, residual and embedding dropout
     attention: str = "sdpa"  # "explicit" (the seed's math, can return weights) | "sdpa" (fused kernel)
-    positional: str = "sinusoidal"  # "sinusoidal" (the seed's formula) | "learned"
+    positional: str = "sinusoidal"  # "sinusoidal" (the seed's formula) | "learned" | "rope" (rotary q, k)
     ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * C
     bias: bool = True  # biases in Linear layers and LayerNorms
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm" (no mean, no bias: cheaper)
+    qk_norm: bool = False  # RMSNorm each head's queries and keys before the dot product
+    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2" (relu(x)**2)
+    tie_embeddings: bool = True  # the output layer reuses the token embedding matrix
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers", "ffn_mult"):
@@ -62,10 +73,15 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
         if self.attention not in ATTENTION_IMPLS:
             raise ConfigError(f"unknown model.attention={self.attention!r}; use one of {', '.join(ATTENTION_IMPLS)}")
-        if self.positional not in POSITIONAL_ENCODINGS:
-            raise ConfigError(
-                f"unknown model.positional={self.positional!r}; use one of {', '.join(POSITIONAL_ENCODINGS)}"
-            )
+        for name, allowed in (("positional", POSITIONAL_ENCODINGS), ("norm", NORMS), ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown model.{name}={getattr(self, name)!r}; use one of {', '.join(allowed)}")
+        if self.positional == "rope" and self.head_size % 2:
+            raise ConfigError(f"model.positional=rope rotates pairs of channels, but the head size "
+                              f"d_model/num_heads = {self.head_size} is odd; pick num_heads so that it is even")
+        for name in ("bias", "qk_norm", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def head_size(self) -> int:
@@ -117,6 +133,37 @@ class LearnedPositions(nn.Module):
         T = x.size(1)
         positions = torch.arange(start, start + T, device=x.device)  # (T,)
         return x + self.embedding(positions)  # (B, T, C) + (T, C)
+
+
+class RotaryPositions(nn.Module):
+    """Rotary position embedding (RoPE, Su et al. 2021), applied to each head's queries and keys.
+
+    Channel pair (i, i + hs/2) of a vector at position p is rotated by the angle p * theta_i,
+    theta_i = 10000^(-2i/hs). A query at p and a key at p' then score q·k through their rotations'
+    difference, p - p': attention sees relative positions, and nothing is added to the embeddings.
+    """
+
+    def __init__(self, context_length: int, head_size: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,) theta_i
+        angles = torch.outer(torch.arange(context_length).float(), inv_freq)  # (Tmax, hs/2): p * theta_i
+        self.register_buffer("cos", angles.cos(), persistent=False)  # (Tmax, hs/2)
+        self.register_buffer("sin", angles.sin(), persistent=False)  # (Tmax, hs/2)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """``x`` (B, nh, T, hs) at positions start..start+T-1, rotated."""
+        T, half = x.size(2), x.size(3) // 2
+        cos = self.cos[start : start + T].to(x.dtype)  # (T, hs/2), broadcast over (B, nh)
+        sin = self.sin[start : start + T].to(x.dtype)  # (T, hs/2)
+        x1, x2 = x[..., :half], x[..., half:]  # (B, nh, T, hs/2) each: the pairs (i, i + hs/2)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs)
+
+
+def make_norm(cfg: "ModelConfig", size: int) -> nn.Module:
+    """LayerNorm (the seed's; bias as ``cfg.bias``) or RMSNorm (scale only), over the last dim."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=1e-5)
+    return nn.LayerNorm(size, bias=cfg.bias)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +224,9 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(C, C, bias=cfg.bias)  # Wo: mixes the concatenated heads
         self.attn_dropout = nn.Dropout(cfg.dropout)  # on the attention weights (explicit path)
         self.resid_dropout = nn.Dropout(cfg.dropout)  # on the block's output
+        self.rotary = RotaryPositions(cfg.context_length, cfg.head_size) if cfg.positional == "rope" else None
+        self.q_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else None  # per head, over hs
+        self.k_norm = make_norm(cfg, cfg.head_size) if cfg.qk_norm else None
         Tmax = cfg.context_length
         # causal[i, j] is True where query i may look at key j (j <= i): lower triangle
         self.register_buffer("causal", torch.tril(torch.ones(Tmax, Tmax, dtype=torch.bool)), persistent=False)
@@ -194,9 +244,12 @@ class CausalSelfAttention(nn.Module):
         q = self.split_heads(self.query(x))  # (B, nh, T, hs)
         k = self.split_heads(self.key(x))  # (B, nh, T, hs)
         v = self.split_heads(self.value(x))  # (B, nh, T, hs)
-        start = 0
+        start = cache.length if cache is not None else 0
+        if self.q_norm is not None:  # QK-norm: unit-RMS queries and keys bound the logits' size
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, nh, T, hs)
+        if self.rotary is not None:  # RoPE: rotate by absolute position, scores see relative ones
+            q, k = self.rotary(q, start), self.rotary(k, start)  # (B, nh, T, hs)
         if cache is not None:
-            start = cache.length
             k, v = cache.store(layer, k, v)  # (B, nh, S, hs), S = start + T: cached keys, then the new
         S = k.size(2)
         visible = self.causal[start : start + T, :S]  # (T, S): query start+i sees keys 0..start+i
@@ -222,14 +275,21 @@ class CausalSelfAttention(nn.Module):
         return (out, weights) if return_weights else out
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)**2 (So et al., Primer): as cheap as ReLU, smoother, sparse."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class FeedForward(nn.Module):
-    """Position-wise MLP: C -> ffn_mult*C -> GELU -> C."""
+    """Position-wise MLP: C -> ffn_mult*C -> GELU (or ReLU²) -> C."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = cfg.ffn_mult * cfg.d_model
         self.up = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
-        self.act = nn.GELU()
+        self.act = ReLUSquared() if cfg.activation == "relu2" else nn.GELU()
         self.down = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -238,13 +298,13 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln1 = make_norm(cfg, cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln2 = make_norm(cfg, cfg.d_model)
         self.ffn = FeedForward(cfg)
 
     def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False,
@@ -269,13 +329,15 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)  # (V, C)
-        positions = SinusoidalPositions if cfg.positional == "sinusoidal" else LearnedPositions
-        self.positional = positions(cfg.context_length, cfg.d_model)
+        # added to the embeddings; with RoPE positions enter each attention layer instead
+        added = {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}.get(cfg.positional)
+        self.positional = added(cfg.context_length, cfg.d_model) if added else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln_f = make_norm(cfg, cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # (C -> V)
-        self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, C) matrix
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, C) matrix
         self.embed_scale = math.sqrt(cfg.d_model)  # Vaswani et al.: embeddings * sqrt(C) before + PE
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
@@ -313,7 +375,9 @@ class GPT(nn.Module):
             where = f"{start} cached + {T} new tokens" if cache is not None else f"sequence of {T} tokens"
             raise ValueError(f"{where} is longer than context_length={self.cfg.context_length}")
         x = self.token_embedding(idx) * self.embed_scale  # (B, T, C)
-        x = self.dropout(self.positional(x, start=start))  # (B, T, C): positions start..start+T-1
+        if self.positional is not None:
+            x = self.positional(x, start=start)  # (B, T, C): positions start..start+T-1 added
+        x = self.dropout(x)  # (B, T, C)
         attentions = []
         for i, block in enumerate(self.blocks):
             if return_attention:
