@@ -186,6 +186,20 @@ def test_in_process_training_learns(compose):
     assert metrics["train/loss"] < 2.5
 
 
+def test_modern_model_with_muon_learns_and_checkpoints_both_optimizers(compose, tmp_path):
+    from attnlab.checkpoint import safe_load
+
+    modern = ["model.positional=rope", "model.norm=rmsnorm", "model.qk_norm=true", "model.activation=relu2",
+              "model.tie_embeddings=false", "model.bias=false", "optim.name=muon"]
+    common = [*FAST[:1], "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0", "model.dropout=0.0",
+              "optim.lr=3e-3", "~logger", *modern]
+    metrics = train(compose(*common, "trainer.max_steps=30", "trainer.val_check_interval=30",
+                            f"paths.output_dir={tmp_path}"))
+    assert metrics["steps"] == 30 and metrics["train/loss"] < 2.5  # untrained: about ln(58) = 4.06
+    state = safe_load(tmp_path / "checkpoints" / "last.ckpt")["optimizer_states"][0]
+    assert {"exp_avg", "momentum_buffer"} <= {k for s in state["state"].values() for k in s}  # AdamW's and Muon's
+
+
 def test_same_seed_same_run(compose, tmp_path):
     def run(name, *extra):
         cfg = compose(*FAST, "~logger", f"paths.output_dir={tmp_path / name}", *extra)

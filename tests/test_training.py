@@ -7,7 +7,7 @@ from torchmetrics.text import Perplexity
 
 from attnlab.metrics import LanguageModelMetrics
 from attnlab.model import GPT, ModelConfig
-from attnlab.optim import param_groups, warmup_cosine
+from attnlab.optim import MuonWithAdamW, OptimConfig, build_optimizer, hidden_matrices, param_groups, warmup_cosine
 
 
 def test_metrics_match_definitions_and_torchmetrics():
@@ -42,3 +42,46 @@ def test_weight_decay_only_on_matrices():
     assert all(p.dim() == 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
     assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
+
+
+def test_muon_takes_the_hidden_matrices_and_checkpoints_like_one_optimizer(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=2))
+    opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-3, muon_lr=0.02))
+    adamw, muon = opt.optimizers
+    assert isinstance(opt, MuonWithAdamW) and isinstance(muon, torch.optim.Muon)
+    names = hidden_matrices(model)
+    assert len(names) == 2 * 6 and all(n.startswith("blocks.") and n.endswith("weight") for n in names)  # q k v out up down
+    muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
+    adamw_params = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert not muon_params & adamw_params and len(muon_params | adamw_params) == len(list(model.parameters()))
+    assert id(model.token_embedding.weight) in adamw_params  # the embedding (and tied head) stay with AdamW
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)  # edits the inner groups too
+    assert [g["lr"] for g in muon.param_groups] == [0.01] and adamw.param_groups[0]["lr"] == 5e-4
+    x = torch.randint(0, 20, (4, 8))
+
+    def step() -> float:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x).view(-1, 20), x.view(-1))
+        loss.backward()
+        opt.step()
+        schedule.step()
+        return loss.item()
+
+    first = [step() for _ in range(3)]
+    assert first[2] < first[0]
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.pt")
+    after = [step() for _ in range(3)]
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)  # as Lightning's checkpoints are read back
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    assert muon.state is opt.state and muon.param_groups[0] is opt.param_groups[-1]  # relinked
+    assert [step() for _ in range(3)] == after  # momentum and Adam moments came back exactly
+
+
+def test_optimizer_config_is_validated():
+    from attnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown optim.name='sgd'; use one of adamw, muon"):
+        OptimConfig(name="sgd")

@@ -12,7 +12,7 @@ from attnlab.data import IGNORE_INDEX
 from attnlab.errors import ConfigError
 from attnlab.metrics import LanguageModelMetrics
 from attnlab.model import GPT, ModelConfig
-from attnlab.optim import OptimConfig, build_adamw, warmup_cosine
+from attnlab.optim import OptimConfig, build_optimizer, warmup_cosine
 from attnlab.tokenizer import Tokenizer, tokenizer_from_state
 
 
@@ -100,7 +100,7 @@ class LitGPT(L.LightningModule):
         total = self.trainer.max_steps
         if total is None or total < 1:
             raise ConfigError("the LR schedule needs a step budget; set trainer.max_steps to a positive integer")
-        optimizer = build_adamw(self.model, cfg)
+        optimizer = build_optimizer(self.model, cfg)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio)
         )

@@ -1,8 +1,17 @@
-"""Optimizer and learning-rate schedule."""
+"""Optimizer and learning-rate schedule.
+
+``optim.name=adamw`` (the default): AdamW on every parameter, weight decay on matrices only.
+``optim.name=muon``: ``torch.optim.Muon`` (momentum, then the update orthogonalised by Newton–Schulz
+iterations) on the blocks' hidden weight matrices (attention q, k, v, out and the feed-forward
+up, down), AdamW on the rest (embedding, output layer, norms, biases), behind one
+:class:`MuonWithAdamW` optimizer so that Lightning, the LR schedule, clipping and checkpoints see
+one optimizer.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -12,17 +21,29 @@ from attnlab.config import from_dict
 from attnlab.errors import ConfigError
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
 @dataclass
 class OptimConfig:
-    lr: float = 2e-3  # peak learning rate, reached after warmup
+    name: str = "adamw"  # "adamw" | "muon" (Muon for hidden matrices, AdamW for the rest)
+    lr: float = 2e-3  # peak learning rate, reached after warmup (AdamW's)
     weight_decay: float = 0.1  # applied to matrices (Linear weights, embeddings) only
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     warmup_steps: int = 100  # linear warmup from 0 to lr
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    muon_lr: float = 0.02  # Muon's peak LR (name=muon), scaled by the same schedule
+    muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optim.name={self.name!r}; use one of {', '.join(OPTIMIZERS)}")
+        if not self.muon_lr > 0:
+            raise ConfigError(f"optim.muon_lr must be positive, got {self.muon_lr!r}")
+        if not 0 <= self.muon_momentum < 1:
+            raise ConfigError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum!r}")
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr!r}")
         if self.weight_decay < 0:
@@ -39,9 +60,11 @@ class OptimConfig:
         return from_dict(cls, values, "optim")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay every parameter with 2+ dims (weights, embeddings); not biases or norm gains."""
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}  # tied: listed once
+def param_groups(model: nn.Module, weight_decay: float, exclude: Collection[str] = ()) -> list[dict]:
+    """Decay every parameter with 2+ dims (weights, embeddings); not biases or norm gains.
+    Parameters named in ``exclude`` are left out (another optimizer has them)."""
+    params = {name: p for name, p in model.named_parameters()
+              if p.requires_grad and name not in exclude}  # tied: listed once
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
     return [
@@ -50,10 +73,65 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def build_adamw(model: nn.Module, cfg: OptimConfig, exclude: Collection[str] = ()) -> torch.optim.AdamW:
+    """AdamW over the model's parameters (but ``exclude``): fused on CUDA, foreach elsewhere."""
     fused = all(p.device.type == "cuda" for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             **({"fused": True} if fused else {"foreach": True}))
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, exclude), lr=cfg.lr, betas=cfg.betas,
+                             eps=cfg.eps, **({"fused": True} if fused else {"foreach": True}))
+
+
+def hidden_matrices(model: nn.Module) -> list[str]:
+    """Names of the 2-D weights inside the transformer blocks: Muon's parameters. The embedding
+    and output layer map tokens, not hidden features, and stay with AdamW (as in Muon's recipe)."""
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")]
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Several optimizers over disjoint parameters, seen from outside as one.
+
+    Its ``param_groups`` are the inner optimizers' groups (the same dicts, so an LR scheduler or
+    clipping that edits them edits theirs), and its ``state`` is shared with them, so the
+    standard ``state_dict`` / ``load_state_dict`` save and restore every inner state.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+        self._sizes = [len(o.param_groups) for o in optimizers]
+        super().__init__([g for o in optimizers for g in o.param_groups], defaults={})
+        self._link()
+
+    def _link(self) -> None:
+        """Point every inner optimizer at its slice of the groups and at the shared state."""
+        first = 0
+        for opt, size in zip(self.optimizers, self._sizes):
+            opt.param_groups = self.param_groups[first : first + size]
+            opt.state = self.state
+            first += size
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)  # replaces self.state and the group dicts
+        self._link()
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (``cfg.name=adamw``), or Muon on the hidden matrices with AdamW on the rest."""
+    if cfg.name == "adamw":
+        return build_adamw(model, cfg)
+    names = hidden_matrices(model)
+    named = dict(model.named_parameters())
+    muon = torch.optim.Muon([named[n] for n in names], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                            weight_decay=cfg.weight_decay, adjust_lr_fn="original")
+    return MuonWithAdamW([build_adamw(model, cfg, exclude=set(names)), muon])  # AdamW first: its LR is the logged `lr`
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
