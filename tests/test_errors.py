@@ -63,6 +63,10 @@ CASES = [
     (["model.attention=flash"], "unknown model.attention='flash'; use one of explicit, sdpa"),
     (["model.positional=rotary"], "unknown model.positional='rotary'; use one of sinusoidal, learned, rope"),
     (["model.norm=batchnorm"], "unknown model.norm='batchnorm'; use one of layernorm, rmsnorm"),
+    (["optim.name=sgd"], "unknown optim.name='sgd'; use one of adamw, muon"),
+    (["data/tokenizer=char", "+data.tokenizer.max_vocab=64"],
+     "data.tokenizer.max_vocab caps the corpus vocabulary of a tiktoken tokenizer"),
+    (["data.tokenizer.max_vocab=200"], "data.tokenizer.max_vocab=200 leaves no room beside the 256 single-byte fallback tokens"),
     # data
     ([f"data.path={IN}/missing.txt"],
      f"data.path '{IN}/missing.txt' does not exist; point data.path at a text file or a folder of .txt files"),

@@ -162,3 +162,29 @@ def test_char_tokenizer_names_characters_the_corpus_never_used(seed_text):
                                         r"or train on a corpus that uses them"):
         tok.encode("Z", respell=True)
     np.testing.assert_array_equal(tok.encode(seed_text, respell=True), tok.encode(seed_text))
+
+
+def test_capped_vocabulary_keeps_frequent_tokens_and_spells_the_rest_with_bytes(cl100k, tmp_path):
+    from attnlab.corpus import read_corpus
+    from attnlab.data import TokenizedCorpus, load_or_build_tokens
+
+    rare = " ".join(str(n) for n in range(100, 400))  # 300 distinct number tokens, each used once
+    text = " cat" * 40 + " sat" * 30 + " on" * 20 + " the" * 15 + " mat" * 5 + rare + " Antidisestablishmentarianism, quoth Polonius! 東京\n"
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    full = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache")
+    capped: TokenizedCorpus = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache", max_vocab=260)
+    assert len(full.vocab) > 300 and len(capped.vocab) == 260  # 256 bytes + the 4 most frequent others
+    assert set(cl100k.byte_ids()) <= set(capped.vocab.tolist())
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the cap is part of the cache key
+    tok = CorpusVocabTokenizer(cl100k, capped.vocab)
+    assert tok.decode(capped.ids) == text  # rare tokens spelled out, nothing lost
+    assert len(capped.ids) > len(full.ids)
+    kept = {cl100k.decode([int(i)]) for i in capped.vocab if cl100k.token_bytes()[i] > 1}
+    assert kept == {" cat", " sat", " on", " the"}  # the 4 most frequent multi-byte tokens, not " mat"
+    # new text, even characters the corpus never used, is spelled with the byte fallback
+    ids = tok.encode("Zebra 🦓", respell=True)
+    assert tok.decode(ids) == "Zebra 🦓"
+    # a corpus with fewer distinct tokens than the cap keeps its natural vocabulary
+    same = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache", max_vocab=100_000)
+    np.testing.assert_array_equal(same.vocab, full.vocab)

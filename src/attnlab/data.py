@@ -51,22 +51,29 @@ class TokenizedCorpus:
         return self.vocab[self.ids]
 
 
-def tokenize_corpus(corpus: Corpus, base: Any) -> TokenizedCorpus:
-    """Encode every document (in parallel) and join them with the separator's tokens."""
+def tokenize_corpus(corpus: Corpus, base: Any, max_vocab: int | None = None) -> TokenizedCorpus:
+    """Encode every document (in parallel) and join them with the separator's tokens. With
+    ``max_vocab``, keep the most frequent tokens and spell the rarer ones with single bytes."""
     docs = base.encode_batch(corpus.documents)
     sep = base.encode(DOC_SEPARATOR)
     pieces = [docs[0]]
     for doc in docs[1:]:
         pieces += [sep, doc]
     base_ids = np.concatenate(pieces).astype(np.int64)
-    vocab = CorpusVocabTokenizer.vocab_of(base_ids, base.vocab_size)
-    dense = CorpusVocabTokenizer(base, vocab).to_dense(base_ids)
+    if max_vocab is None:
+        vocab = CorpusVocabTokenizer.vocab_of(base_ids, base.vocab_size)
+        dense = CorpusVocabTokenizer(base, vocab).to_dense(base_ids)
+    else:
+        vocab = CorpusVocabTokenizer.capped_vocab_of(base_ids, base, max_vocab)
+        capped = CorpusVocabTokenizer(base, vocab)
+        dense = capped.to_dense(capped.spell_out(base_ids))
     dtype = np.uint16 if len(vocab) <= 1 << 16 else np.uint32
     return TokenizedCorpus(ids=dense.astype(dtype), vocab=vocab)
 
 
-def cache_path(cache_dir: str | Path, corpus: Corpus, base: Any) -> Path:
-    return Path(cache_dir) / f"{corpus.fingerprint()[:20]}-{base.name}.npz"
+def cache_path(cache_dir: str | Path, corpus: Corpus, base: Any, max_vocab: int | None = None) -> Path:
+    cap = f"-max{max_vocab}" if max_vocab is not None else ""
+    return Path(cache_dir) / f"{corpus.fingerprint()[:20]}-{base.name}{cap}.npz"
 
 
 def tokens_digest(ids: np.ndarray, vocab: np.ndarray) -> str:
@@ -105,18 +112,19 @@ def read_token_cache(path: Path) -> TokenizedCorpus:
     return TokenizedCorpus(ids=ids, vocab=vocab)
 
 
-def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path) -> TokenizedCorpus:
+def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path,
+                         max_vocab: int | None = None) -> TokenizedCorpus:
     """Tokenize once: later calls load ``cache_dir/<content hash>-<tokenizer>.npz``.
 
     A cache that fails its checks is rebuilt, with a warning.
     """
-    path = cache_path(cache_dir, corpus, base)
+    path = cache_path(cache_dir, corpus, base, max_vocab)
     if path.exists():
         try:
             return read_token_cache(path)
         except DataError as err:
             log.warning("token cache %s is damaged (%s); rebuilding it", path, err)
-    tokens = tokenize_corpus(corpus, base)
+    tokens = tokenize_corpus(corpus, base, max_vocab)
     write_token_cache(path, tokens)
     log.info("tokenized %s: %d tokens, %d distinct -> %s", corpus.source, len(tokens.ids), len(tokens.vocab), path)
     return tokens
@@ -218,6 +226,15 @@ class TextDataModule(L.LightningDataModule):
         if self.tokenizer_cfg.get("kind") == "char" and not self.tokenizer_cfg.get("corpus_vocab", True):
             raise ConfigError("data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary "
                               "is the corpus's characters); drop the override")
+        self.max_vocab = self.tokenizer_cfg.get("max_vocab")
+        if self.max_vocab is not None:
+            if self.tokenizer_cfg.get("kind", "tiktoken") != "tiktoken" or not self.tokenizer_cfg.get("corpus_vocab", True):
+                raise ConfigError("data.tokenizer.max_vocab caps the corpus vocabulary of a tiktoken tokenizer (its rarer "
+                                  "tokens spelled with single bytes); use it with data/tokenizer=tiktoken and "
+                                  "corpus_vocab=true, or drop it")
+            if not isinstance(self.max_vocab, int) or isinstance(self.max_vocab, bool) or self.max_vocab <= 256:
+                raise ConfigError(f"data.tokenizer.max_vocab={self.max_vocab!r} leaves no room beside the 256 single-byte "
+                                  "fallback tokens; use an integer above 256 (e.g. 4096) or null")
         self.context_length, self.batch_size = context_length, batch_size
         self.val_fraction, self.seed, self.num_workers = float(val_fraction), seed, num_workers
         self.tokenizer: Tokenizer | None = None
@@ -238,13 +255,13 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
         if self.tokenizer is None:  # set up already means prepared already
-            load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cache_dir)
+            load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cache_dir, self.max_vocab)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
             return  # already set up (the entry point sets up before building the model)
         base = self._base_tokenizer()
-        tokens = load_or_build_tokens(read_corpus(self._source()), base, self.cache_dir)
+        tokens = load_or_build_tokens(read_corpus(self._source()), base, self.cache_dir, self.max_vocab)
         if self.tokenizer_cfg.get("corpus_vocab", True):
             self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab)
             ids = tokens.ids

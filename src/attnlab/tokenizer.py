@@ -118,6 +118,17 @@ class TiktokenTokenizer:
         except KeyError:
             return None
 
+    def piece_bytes(self, token: int) -> bytes:
+        return self.enc.decode_single_token_bytes(int(token))
+
+    def byte_ids(self) -> np.ndarray:
+        """(256,) the ids of the single-byte tokens: with them any text can be spelled."""
+        ids = [self.piece_id(bytes([b])) for b in range(256)]
+        if None in ids:
+            raise ConfigError(f"tiktoken encoding {self.encoding_name!r} lacks single-byte tokens; "
+                              "data.tokenizer.max_vocab needs them (use cl100k_base)")
+        return np.asarray(ids, dtype=np.int64)
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "encoding": self.encoding_name}
 
@@ -165,6 +176,9 @@ class CharTokenizer:
             return None
         return ord(text) if len(text) == 1 else None
 
+    def piece_bytes(self, token: int) -> bytes:
+        return chr(int(token)).encode("utf-8")
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind}
 
@@ -199,6 +213,43 @@ class CorpusVocabTokenizer:
     def vocab_of(base_ids: np.ndarray, base_vocab_size: int) -> np.ndarray:
         """The sorted distinct ids of ``base_ids`` (a bincount: linear time, no sort)."""
         return np.flatnonzero(np.bincount(base_ids, minlength=base_vocab_size)).astype(np.int64)
+
+    @staticmethod
+    def capped_vocab_of(base_ids: np.ndarray, base: BaseTokenizer, max_vocab: int) -> np.ndarray:
+        """At most ``max_vocab`` sorted ids: the base's 256 single-byte tokens (the fallback that
+        spells anything) and the most frequent other tokens of ``base_ids``. A corpus that uses
+        no more than ``max_vocab`` distinct tokens keeps them all (no fallback needed)."""
+        counts = np.bincount(base_ids, minlength=base.vocab_size)  # (base V,)
+        if np.count_nonzero(counts) <= max_vocab:
+            return np.flatnonzero(counts).astype(np.int64)
+        fallback = base.byte_ids()  # (256,)
+        if max_vocab <= len(fallback):
+            raise ValueError(f"max_vocab={max_vocab} leaves no room beside the {len(fallback)} byte tokens")
+        counts[fallback] = -1  # kept anyway: not among the ranked
+        ranked = np.argsort(-counts, kind="stable")[: max_vocab - len(fallback)]  # most frequent first
+        return np.union1d(fallback, ranked[counts[ranked] > 0]).astype(np.int64)
+
+    def spell_out(self, base_ids: np.ndarray) -> np.ndarray:
+        """``base_ids`` with every token outside the vocabulary replaced by the fewest vocabulary
+        tokens that spell its bytes (the byte fallback of a capped vocabulary), vectorised over
+        the distinct tokens."""
+        distinct, where = np.unique(np.asarray(base_ids, dtype=np.int64), return_inverse=True)  # (U,), (N,)
+        spellings = []
+        for token in distinct:
+            if self._lookup[token] >= 0:
+                spellings.append([int(token)])
+                continue
+            spelling = self._spell(self.base.piece_bytes(token))
+            if spelling is None:
+                raise DataError(self._unspellable(self.base.decode([int(token)])))
+            spellings.append(spelling)
+        lengths = np.array([len(sp) for sp in spellings])  # (U,)
+        flat = np.array([i for sp in spellings for i in sp], dtype=np.int64)  # every spelling, back to back
+        first = np.cumsum(lengths) - lengths  # (U,) where each spelling starts in flat
+        out_lengths = lengths[where]  # (N,) tokens each input token becomes
+        out_start = np.cumsum(out_lengths) - out_lengths  # (N,) where each lands in the output
+        within = np.arange(out_lengths.sum()) - np.repeat(out_start, out_lengths)  # 0, 1, .. inside a spelling
+        return flat[np.repeat(first[where], out_lengths) + within]  # (N',)
 
     def to_dense(self, base_ids: np.ndarray) -> np.ndarray:
         dense = self._lookup[np.asarray(base_ids, dtype=np.int64)]
