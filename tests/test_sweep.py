@@ -56,11 +56,19 @@ def test_trainer_configs_compose(compose, name, accelerator, devices, strategy):
     trainer = OmegaConf.to_container(compose(f"trainer={name}").trainer, resolve=True)
     assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == (accelerator, devices, strategy)
     assert trainer["num_nodes"] == 1 and trainer["max_steps"] == 1000  # the rest comes from default.yaml
-    assert trainer["precision"] == "32-true"  # no CUDA here: full precision everywhere
+    # no CUDA here: on the CPU bf16 autocast where it has native bf16; elsewhere full precision
+    assert trainer["precision"] == (best_precision("cpu") if accelerator in ("auto", "cpu") else "32-true")
 
 
 def test_precision_and_devices_follow_the_hardware(monkeypatch):
-    assert best_precision("cpu") == "32-true"
+    import attnlab.hardware
+
+    monkeypatch.setattr(attnlab.hardware, "cpu_has_bf16", lambda: False)
+    assert best_precision("cpu") == best_precision("auto") == "32-true"
+    monkeypatch.setattr(attnlab.hardware, "cpu_has_bf16", lambda: True)  # AVX-512 BF16 or AMX
+    assert best_precision("cpu") == best_precision("auto") == "bf16-mixed"
+    assert best_precision("mps") == "32-true"
+    monkeypatch.setattr(attnlab.hardware, "cpu_has_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
     assert best_precision("gpu") == best_precision("auto") == "bf16-mixed"

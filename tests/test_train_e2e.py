@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -234,3 +235,17 @@ def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, see
     model, tokenizer = load_model(tmp_path / "char")
     assert model.token_embedding.weight.shape[0] == tokenizer.vocab_size == len(set(seed_text))
     assert tokenizer.decode(tokenizer.encode(seed_text)) == seed_text
+
+
+def test_speedrun_preset_trains_for_its_wall_clock_budget_and_ends_its_schedule_with_it(compose, tmp_path):
+    cfg = compose("experiment=speedrun_cpu", *FAST[:1], "trainer.max_time=00:00:00:03", "data.context_length=8", "model.d_model=32",
+                  "model.num_heads=2", "model.num_layers=1", "trainer.log_every_n_steps=1", "logger=csv",
+                  "optim.warmup_steps=2", f"paths.output_dir={tmp_path}")
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.optim.name == "muon" and cfg.model.positional == "rope"
+    metrics = train(cfg)
+    assert 3 < metrics["steps"] < cfg.trainer.max_steps and math.isfinite(metrics["val/bpb"])  # time ended it
+    import csv
+
+    (log,) = tmp_path.rglob("metrics.csv")
+    lrs = [float(r["lr"]) for r in csv.DictReader(log.open()) if r.get("lr")]
+    assert max(lrs) == pytest.approx(cfg.optim.lr, rel=0.05) and lrs[-1] < 0.2 * max(lrs)  # the cosine ran out with the time

@@ -34,6 +34,10 @@ def test_warmup_then_cosine():
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))  # rising
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then falling
     assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1)
+    # a wall-clock budget (trainer.max_time) ends the cosine when it is spent, whatever the step
+    assert warmup_cosine(20, 10, 10**6, 0.1, time_used=0.5) == pytest.approx(0.55)
+    assert warmup_cosine(20, 10, 10**6, 0.1, time_used=1.0) == pytest.approx(0.1)
+    assert warmup_cosine(60, 10, 110, 0.1, time_used=0.1) == pytest.approx(0.55)  # the steps ran out faster
 
 
 def test_weight_decay_only_on_matrices():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 import torch
 import torch.nn.functional as F
 
@@ -102,9 +103,21 @@ class LitGPT(L.LightningModule):
             raise ConfigError("the LR schedule needs a step budget; set trainer.max_steps to a positive integer")
         optimizer = build_optimizer(self.model, cfg)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio)
+            optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio, self.time_used())
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def time_used(self) -> float:
+        """The spent fraction (0..1) of ``trainer.max_time``, as Lightning's Timer counts it (the
+        training stage, validations included); 0 without a time budget."""
+        trainer = self._trainer
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer is not None else None
+        if timer is None:
+            return 0.0
+        elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+        if remaining is None or elapsed + remaining <= 0:
+            return 0.0
+        return min(1.0, elapsed / (elapsed + remaining))
 
     # -- checkpoints ---------------------------------------------------------------------------
 

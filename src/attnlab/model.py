@@ -246,7 +246,7 @@ class CausalSelfAttention(nn.Module):
         v = self.split_heads(self.value(x))  # (B, nh, T, hs)
         start = cache.length if cache is not None else 0
         if self.q_norm is not None:  # QK-norm: unit-RMS queries and keys bound the logits' size
-            q, k = self.q_norm(q), self.k_norm(k)  # (B, nh, T, hs)
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)  # (B, nh, T, hs), stats in fp32
         if self.rotary is not None:  # RoPE: rotate by absolute position, scores see relative ones
             q, k = self.rotary(q, start), self.rotary(k, start)  # (B, nh, T, hs)
         if cache is not None:
