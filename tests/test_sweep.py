@@ -296,7 +296,7 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     before = sorted((ROOT / "outputs").iterdir())
     run_dir = tmp_path / "run"
     overrides = [*TINY, "model.num_heads=2", "data.val_fraction=0.5", "data.context_length=8",
-                 f"data.cache_dir={tmp_path / 'cache'}"]
+                 f"data.cache_dir={tmp_path / 'cache'}", "trainer.precision=32-true"]  # exact: no bf16 rounding
     result = run_train("trainer=ddp_cpu", *overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     final = [line for line in result.stdout.splitlines() if line.startswith("run ")]

@@ -26,6 +26,7 @@ from attnlab.cli import tidy_output
 from attnlab.corpus import read_corpus
 from attnlab.data import SequentialWindows
 from attnlab.errors import CheckpointError, ConfigError, DataError
+from attnlab.hardware import best_precision
 from attnlab.lit_module import LitGPT
 from attnlab.runtime import keep_freed_memory
 from attnlab.tokenizer import Tokenizer
@@ -52,6 +53,17 @@ def _same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
     if sa.keys() != sb.keys():
         return False
     return all(torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k] for k in sa)
+
+
+def trained_precision(run_dir: Path, accelerator: str) -> str:
+    """The precision the run in ``run_dir`` trained (and validated) with, from its ``config.yaml``;
+    the device's best (:func:`attnlab.hardware.best_precision`) for a checkpoint without one."""
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        precision = OmegaConf.load(config).get("trainer", {}).get("precision")
+        if precision is not None:
+            return str(precision)
+    return best_precision(accelerator)
 
 
 def text_ids(path: str, tokenizer: Tokenizer) -> np.ndarray:
@@ -84,8 +96,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     windows = SequentialWindows(ids, T)
     loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
 
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False,
-                        enable_checkpointing=False, enable_model_summary=False)
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_args.get("precision") is None:  # as the run computed its val figures, so they reproduce
+        trainer_args["precision"] = trained_precision(run_dir_of(ckpt), str(trainer_args.get("accelerator", "auto")))
+    trainer = L.Trainer(**trainer_args, logger=False, enable_checkpointing=False, enable_model_summary=False)
     (metrics,) = trainer.validate(module, dataloaders=loader, verbose=False)
     result = {
         "loss": float(metrics["val/loss"]),
