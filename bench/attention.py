@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.model import CausalSelfAttention, ModelConfig
-from bench.common import section_main, make_rss_exact, median_seconds, peak_bytes
+from bench.common import make_rss_exact, median_seconds, peak_bytes
 
 IMPLS = ("naive", "explicit", "sdpa")
 
@@ -121,6 +121,3 @@ def table(result: dict) -> str:
                   f"{s['written_out_us']:.1f} µs, `scaled_dot_product_attention` {s['sdpa_us']:.1f} µs."]
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    section_main("bench.attention")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from attnlab.atomic import atomic_write
-from bench import attention, data, train_step
+from bench import attention, data, fresh, train_step
 from bench.common import ROOT, machine
 
 SECTIONS = {"train_step": train_step, "attention": attention, "data": data}
@@ -30,12 +28,8 @@ DATA_OF_SHAPE = {"nanogpt_cpu_char": "char", "attnlab_default": "cl100k corpus v
 
 
 def run_section(name: str, quick: bool) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / f"{name}.json"
-        cmd = [sys.executable, "-m", f"bench.{name}", "--out", str(out), *(["--quick"] if quick else [])]
-        started = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)
-        result = json.loads(out.read_text())
+    started = time.perf_counter()
+    result = fresh.call(f"bench.{name}:run", quick=quick)
     result["wall_s"] = time.perf_counter() - started
     return result
 
@@ -43,7 +37,7 @@ def run_section(name: str, quick: bool) -> dict:
 def render(results: dict) -> str:
     m = results["machine"]
     step_ms = {DATA_OF_SHAPE.get(r["shape"]): r["lightning_ms"]
-               for r in results["sections"]["train_step"]["rows"] if r["precision"] == "fp32"}
+               for r in results["sections"]["train_step"]["rows"] if r["precision"] == "fp32" and not r.get("compile")}
     parts = [
         BEGIN,
         "## `make bench`",
