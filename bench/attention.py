@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.model import CausalSelfAttention, ModelConfig
-from bench.common import section_main, make_rss_exact, median_seconds, peak_bytes
+from bench import fresh
+from bench.common import make_rss_exact, median_seconds, peak_bytes
 
 IMPLS = ("naive", "explicit", "sdpa")
 
@@ -29,35 +30,53 @@ def naive_attention(attn: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_layer(attn: CausalSelfAttention, impl: str, x: torch.Tensor, backward: bool) -> None:
+    """One call of the layer: forward (no autograd), or forward and backward."""
+    if not backward:
+        with torch.no_grad():
+            naive_attention(attn, x) if impl == "naive" else attn(x, impl=impl)  # (B, T, C)
+        return
     out = naive_attention(attn, x) if impl == "naive" else attn(x, impl=impl)  # (B, T, C)
-    if backward:
-        out.sum().backward()
-        x.grad = None
-        attn.zero_grad(set_to_none=True)
+    out.sum().backward()
+    x.grad = None
+    attn.zero_grad(set_to_none=True)
+
+
+def layer_and_input(T: int, d_model: int, num_heads: int) -> tuple[CausalSelfAttention, torch.Tensor]:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1, context_length=T, d_model=d_model, num_heads=num_heads, dropout=0.0)
+    attn = CausalSelfAttention(cfg)
+    attn.causal = attn.causal.clone()  # (T, T) bool mask buffer: resident before each measurement
+    return attn, torch.randn(1, T, d_model, requires_grad=True)  # (B=1, T, C)
+
+
+def cell_memory(T: int, impl: str, d_model: int, num_heads: int, readings: int) -> dict:
+    """Peak memory of one (T, impl) cell, forward and forward+backward, measured in a process of its
+    own (``bench.fresh``): no memory that earlier cells freed (and glibc or the kernel kept) can
+    hide a peak. A tiny call first pays the process's one-time allocations (thread pool, kernels)."""
+    make_rss_exact()
+    tiny, tiny_x = layer_and_input(16, d_model, num_heads)
+    for backward in (False, True):
+        run_layer(tiny, impl, tiny_x, backward)
+    del tiny, tiny_x
+    attn, x = layer_and_input(T, d_model, num_heads)
+    # the largest of a few readings: the kernel's high-water mark can miss a peak, never invent one
+    return {f"{key}_peak_mib": max(peak_bytes(lambda: run_layer(attn, impl, x, backward)) for _ in range(readings)) / 2**20
+            for backward, key in ((False, "forward"), (True, "forward_backward"))}
 
 
 def measure_lengths(lengths: list[int], d_model: int, num_heads: int, repeats: int) -> list[dict]:
     rows = []
     for T in lengths:
-        torch.manual_seed(0)
-        cfg = ModelConfig(vocab_size=1, context_length=T, d_model=d_model, num_heads=num_heads, dropout=0.0)
-        attn = CausalSelfAttention(cfg)
-        attn.causal = attn.causal.clone()  # (T, T) bool mask buffer: resident before each measurement
-        x = torch.randn(1, T, d_model, requires_grad=True)  # (B=1, T, C)
+        attn, x = layer_and_input(T, d_model, num_heads)
         for impl in IMPLS:
             # the naive loop's backward takes seconds at T >= 1024: one timed run there
             reps = 1 if impl == "naive" and T >= 1024 else repeats
             row = {"T": T, "impl": impl, "repeats": reps}
             for backward, key in ((False, "forward"), (True, "forward_backward")):
-                def call(backward=backward):
-                    if backward:
-                        run_layer(attn, impl, x, True)
-                    else:
-                        with torch.no_grad():
-                            run_layer(attn, impl, x, False)
-                row[f"{key}_ms"] = 1e3 * median_seconds(call, reps, warmup=1 if reps > 1 else 0)
-                # the largest of a few readings: the kernel's high-water mark can miss a peak, never invent one
-                row[f"{key}_peak_mib"] = max(peak_bytes(call) for _ in range(min(3, reps))) / 2**20
+                row[f"{key}_ms"] = 1e3 * median_seconds(lambda: run_layer(attn, impl, x, backward), reps,
+                                                        warmup=1 if reps > 1 else 0)
+            row.update(fresh.call("bench.attention:cell_memory", T=T, impl=impl, d_model=d_model,
+                                  num_heads=num_heads, readings=min(3, reps)))
             rows.append(row)
             print(f"  attention T={T:5d} {impl:8s} fwd {row['forward_ms']:9.2f} ms  fwd+bwd "
                   f"{row['forward_backward_ms']:9.2f} ms  peak {row['forward_peak_mib']:7.1f} / "
@@ -91,7 +110,7 @@ def seed_attention(number: int, repeats: int) -> dict:
 
 def run(quick: bool = False) -> dict:
     make_rss_exact()
-    lengths = [16, 32] if quick else [64, 256, 1024, 2048]
+    lengths = [32] if quick else [64, 256, 1024, 2048]  # quick: one length (a process per cell)
     repeats = 1 if quick else 5
     d_model, num_heads = 256, 4
     return {
@@ -107,7 +126,8 @@ def table(result: dict) -> str:
         f"one `CausalSelfAttention` layer (projections included); median of {result['repeats']} runs (naive at "
         "T ≥ 1024: one run, its backward takes seconds). Peak memory: what one call adds to the process at its "
         "peak (resident-set high-water mark, the largest of up to 3 calls; freed memory returned to the system "
-        "at once while measuring); it includes the layer's weight gradients (1 MiB) in forward+backward.",
+        "at once while measuring), each (T, impl) cell in a new process of its own; it includes the layer's "
+        "weight gradients (1 MiB) in forward+backward.",
         "",
         "| T | impl | forward (ms) | forward+backward (ms) | peak, forward (MiB) | peak, forward+backward (MiB) |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
@@ -121,6 +141,3 @@ def table(result: dict) -> str:
                   f"{s['written_out_us']:.1f} µs, `scaled_dot_product_attention` {s['sdpa_us']:.1f} µs."]
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    section_main("bench.attention")

@@ -114,19 +114,3 @@ def compose(*overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=[f"paths.root={ROOT}", *overrides])
 
-
-def section_main(module: str) -> None:
-    """``python -m bench.<section> --out FILE [--quick]``: run the section, write its JSON.
-
-    Runs the section from its imported module (not ``__main__``), so classes that Hydra
-    instantiates by name are the ones the section reads back."""
-    import argparse
-    import importlib
-    import json
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    result = importlib.import_module(module).run(args.quick)
-    Path(args.out).write_text(json.dumps(result))

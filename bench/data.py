@@ -13,7 +13,7 @@ import numpy as np
 from attnlab.corpus import prepare_named_corpus, read_corpus
 from attnlab.data import RandomWindows, load_or_build_tokens
 from attnlab.tokenizer import build_base_tokenizer
-from bench.common import section_main, ROOT, median, median_seconds
+from bench.common import ROOT, median, median_seconds
 
 TOKENIZERS = {"cl100k corpus vocabulary": ("tiktoken", 16), "char": ("char", 12)}  # kind, batch size
 
@@ -73,6 +73,3 @@ def table(result: dict, step_ms: dict[str, float] | None = None) -> str:
                      f"{r['cached_load_s']:.3f} | {r['batch_size']}×{r['context_length']} | {r['batch_us']:.1f} | {share} |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    section_main("bench.data")

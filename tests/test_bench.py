@@ -17,19 +17,31 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
 
     results = json.loads(results_path.read_text())
     assert results["quick"] is True and results["machine"]["torch"]
-    (step,) = results["sections"]["train_step"]["rows"]
-    assert step["lightning_ms"] > 0 and step["hand_ms"] > 0
-    # the same model, batches and optimizer: the two loops end on the same loss
-    assert step["final_loss"]["lightning"] == pytest.approx(step["final_loss"]["hand"], rel=1e-5)
-    impls = {(r["T"], r["impl"]) for r in results["sections"]["attention"]["lengths"]}
-    assert impls == {(T, impl) for T in (16, 32) for impl in ("naive", "explicit", "sdpa")}
+    plain, compiled = results["sections"]["train_step"]["rows"]
+    assert not plain["compile"] and compiled["compile"]
+    for step in (plain, compiled):
+        assert step["lightning_ms"] > 0 and step["hand_ms"] > 0
+        assert step["lightning_first_step_s"] > 0 and step["hand_first_step_s"] > 0
+        # the same model, batches and optimizer: the two loops end on the same loss
+        assert step["final_loss"]["lightning"] == pytest.approx(step["final_loss"]["hand"], rel=1e-5)
+    # compiling costs its first step: more than a timed step
+    assert compiled["lightning_first_step_s"] > compiled["lightning_ms"] / 1e3
+    cells = results["sections"]["attention"]["lengths"]
+    assert {(r["T"], r["impl"]) for r in cells} == {(32, impl) for impl in ("naive", "explicit", "sdpa")}
+    # each cell's memory read in its own process: forward+backward holds at least the layer's 1 MiB of
+    # weight gradients, which a reading taken after other cells freed memory could miss
+    assert all(r["forward_backward_peak_mib"] > 0.5 for r in cells)
     assert {r["tokenizer"] for r in results["sections"]["data"]["rows"]} == {"cl100k corpus vocabulary", "char"}
+    generation = results["sections"]["generation"]["rows"]
+    assert [r["context_length"] for r in generation] == [8, 16]
+    assert all(r["cache_tokens_per_s"] > 0 and r["no_cache_tokens_per_s"] > 0 and r["cache_step_ms"] > 0 for r in generation)
 
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
     assert text.endswith(bench_run.END + "\n\n## Hand-written section\n\nkept\n")
     assert "old table" not in text and "Quick mode" in text and text.count(bench_run.BEGIN) == 1
-    assert "| smoke | fp32 |" in text and "| 32 | sdpa |" in text
+    assert "| smoke | fp32 |" in text and "| smoke | fp32 + compile |" in text and "| 32 | sdpa |" in text
+    assert "### 4. Generation" in text and "| 16 |" in text
 
 
 def test_quick_mode_refuses_to_overwrite_the_real_results():

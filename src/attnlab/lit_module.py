@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
@@ -17,21 +17,49 @@ from attnlab.optim import OptimConfig, build_optimizer, warmup_cosine
 from attnlab.tokenizer import Tokenizer, tokenizer_from_state
 
 
+def split_runtime_options(model: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``model.*`` config -> (the :class:`ModelConfig` dict, ``compile``).
+
+    ``model.compile`` says how the model runs, not what it is: it stays out of the saved
+    hyperparameters, so checkpoints of compiled and uncompiled runs are the same, and a run may be
+    resumed (or a checkpoint evaluated, exported, probed) with either setting."""
+    model = dict(model)
+    compile_ = model.pop("compile", False)
+    if not isinstance(compile_, bool):
+        raise ConfigError(f"model.compile must be true or false, got {compile_!r}")
+    return model, compile_
+
+
+def compiled_forward(model: GPT) -> Callable[..., torch.Tensor]:
+    """``model``'s forward through ``torch.compile`` (inductor), compiled at its first call.
+
+    The module itself is left as it is (no wrapper module, so its state_dict keys do not change)
+    and callers that want the eager model (validation, attention probes, samples) keep calling
+    ``model(...)``."""
+    return torch.compile(model.forward)
+
+
 class LitGPT(L.LightningModule):
     """Wraps the transformer with its loss, optimizer, schedule and metrics.
 
     ``model`` and ``optim`` are plain dicts (saved as hyperparameters, so
     ``LitGPT.load_from_checkpoint(path)`` rebuilds the model); the tokenizer, which holds the
-    corpus vocabulary, is saved in every checkpoint under ``"tokenizer"``.
+    corpus vocabulary, is saved in every checkpoint under ``"tokenizer"``. ``model["compile"]``
+    (``model.compile``) compiles the training step's forward pass and is not saved.
     """
 
     def __init__(self, model: dict[str, Any], optim: dict[str, Any] | None = None,
                  tokenizer: Tokenizer | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["tokenizer"], logger=False)  # the run logs its whole config (observe.py)
-        self.model_cfg = ModelConfig.from_dict(dict(model))
+        model, self.compile_model = split_runtime_options(model)
+        # the run logs its whole config (observe.py); the tokenizer is saved on its own
+        self.save_hyperparameters({"model": model, "optim": optim}, logger=False)
+        self.model_cfg = ModelConfig.from_dict(model)
         self.optim_cfg = OptimConfig.from_dict(dict(optim or {}))
         self.model = GPT(self.model_cfg)
+        # training steps only: validation and the probes run eager (other shapes, modes, a KV cache).
+        # A plain function, not a module: nothing is added to the state_dict.
+        self.compiled = compiled_forward(self.model) if self.compile_model else None
         self.val_metrics = LanguageModelMetrics()
         # bytes of text each token id stands for: turns summed NLL into bits per byte
         self.register_buffer("token_bytes", torch.zeros(self.model_cfg.vocab_size, dtype=torch.long), persistent=False)
@@ -59,7 +87,8 @@ class LitGPT(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
-        loss = self._nll(self.model(x), y, "mean")
+        forward = self.compiled or self.model
+        loss = self._nll(forward(x), y, "mean")  # (B, T, V) logits -> scalar
         self.log("train/loss", loss, prog_bar=True)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # a step Lightning writes logs
             # logged Python floats become device tensors (a host-to-device copy): only when written

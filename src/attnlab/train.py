@@ -26,7 +26,7 @@ from attnlab.data import TextDataModule
 from attnlab.distributed import use_rank_command
 from attnlab.errors import ConfigError
 from attnlab.hardware import check_devices
-from attnlab.lit_module import LitGPT
+from attnlab.lit_module import LitGPT, split_runtime_options
 from attnlab.model import ModelConfig
 from attnlab.observe import RunRecord, flat_hparams
 from attnlab.optim import OptimConfig
@@ -47,7 +47,8 @@ def build_datamodule(cfg: DictConfig) -> TextDataModule:
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
-    ModelConfig.from_dict({**_container(cfg.model), "vocab_size": 1})
+    model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
+    ModelConfig.from_dict({**model, "vocab_size": 1})
     OptimConfig.from_dict(_container(cfg.optim))
     check_devices(_container(cfg.trainer))
 
