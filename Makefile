@@ -31,7 +31,7 @@ train: data  ## train the default model (extra Hydra overrides: make train ARGS=
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q tests $(ARGS)
 
-bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, generation -> docs/benchmarks.md, bench/results.json (~11 min)
+bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU -> docs/benchmarks.md, bench/results.json
 	$(PY) -m bench.run $(ARGS)
 
 tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)

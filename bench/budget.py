@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, section_main
+from bench.common import ROOT
 
 BUDGET = "00:00:01:30"  # DD:HH:MM:SS
 CONFIGS = {"classic default": [], "experiment=speedrun_cpu": ["experiment=speedrun_cpu"]}
@@ -29,7 +29,7 @@ ABLATIONS = {  # the preset with one choice undone: (what changes, overrides)
     "QK-norm → none": ["model.qk_norm=false"],
     "ReLU² → GELU": ["model.activation=gelu"],
     "untied output layer → tied": ["model.tie_embeddings=true"],
-    "vocabulary cap 4096 → whole corpus vocabulary (20,505)": ["data.tokenizer.max_vocab=null"],
+    "vocabulary cap 8192 → whole corpus vocabulary (20,505)": ["data.tokenizer.max_vocab=null"],
 }
 # quiet, and nothing after the budget that does not change the figures
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.attention", "~callbacks.samples"]
@@ -99,7 +99,3 @@ def ablation_table(result: dict) -> str:
         delta = "" if r is result["rows"][0] else f"{r['val_bpb'] - base:+.4f}"
         lines.append(f"| {r['config']} | {r['val_bpb']:.4f} | {delta} | {r['steps']:,} |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    section_main("bench.budget")

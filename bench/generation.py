@@ -1,4 +1,4 @@
-"""Section 4: generation — tokens/s of :func:`attnlab.generation.generate` with the KV cache and
+"""Section 5: generation — tokens/s of :func:`attnlab.generation.generate` with the KV cache and
 without it (every step recomputes the whole window), at attnlab's default model shape.
 
 Untrained weights (seeded): the speed of a step does not depend on their values. Greedy decoding

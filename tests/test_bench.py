@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from bench import budget as bench_budget
 from bench import run as bench_run
 from tests.conftest import ROOT
 
@@ -35,13 +36,27 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     generation = results["sections"]["generation"]["rows"]
     assert [r["context_length"] for r in generation] == [8, 16]
     assert all(r["cache_tokens_per_s"] > 0 and r["no_cache_tokens_per_s"] > 0 and r["cache_step_ms"] > 0 for r in generation)
+    budget = results["sections"]["budget"]
+    assert budget["budget"] == "00:00:00:03" and [r["config"] for r in budget["rows"]] == list(bench_budget.CONFIGS)
+    assert all(r["steps"] > 0 and 0 < r["val_bpb"] < 10 for r in budget["rows"])  # each run trained, then validated
+    (gpu_row,) = results["sections"]["gpu"]["rows"]  # no CUDA: the tiny CPU smoke run of the same code
+    assert gpu_row["tokens_per_s"] > 0 and gpu_row["mfu"] is None
 
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
     assert text.endswith(bench_run.END + "\n\n## Hand-written section\n\nkept\n")
     assert "old table" not in text and "Quick mode" in text and text.count(bench_run.BEGIN) == 1
     assert "| smoke | fp32 |" in text and "| smoke | fp32 + compile |" in text and "| 32 | sdpa |" in text
-    assert "### 4. Generation" in text and "| 16 |" in text
+    assert "### 4. Quality at a budget" in text and "| experiment=speedrun_cpu |" in text
+    assert "### 5. Generation" in text and "| 16 |" in text and "### 6. GPU" in text
+    assert "What each choice" not in text  # the ablation only when asked for
+
+
+def test_ablation_table_reads_each_choice_against_the_preset():
+    rows = [{"config": "preset", "val_bpb": 2.10, "val_loss": 4.8, "steps": 300},
+            {"config": "RoPE → sinusoidal table", "val_bpb": 2.18, "val_loss": 5.0, "steps": 310}]
+    text = bench_budget.ablation_table({"budget": "00:00:01:30", "rows": rows})
+    assert "| preset | 2.1000 |  | 300 |" in text and "| RoPE → sinusoidal table | 2.1800 | +0.0800 | 310 |" in text
 
 
 def test_quick_mode_refuses_to_overwrite_the_real_results():
