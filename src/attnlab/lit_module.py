@@ -61,6 +61,7 @@ class LitGPT(L.LightningModule):
         # A plain function, not a module: nothing is added to the state_dict.
         self.compiled = compiled_forward(self.model) if self.compile_model else None
         self.val_metrics = LanguageModelMetrics()
+        self.timer: Timer | None = None  # Lightning's, when trainer.max_time is set (on_train_start)
         # bytes of text each token id stands for: turns summed NLL into bits per byte
         self.register_buffer("token_bytes", torch.zeros(self.model_cfg.vocab_size, dtype=torch.long), persistent=False)
         self.tokenizer: Tokenizer | None = None
@@ -136,11 +137,14 @@ class LitGPT(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        # Lightning adds a Timer when trainer.max_time is set; the LR schedule reads it every step
+        self.timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+
     def time_used(self) -> float:
         """The spent fraction (0..1) of ``trainer.max_time``, as Lightning's Timer counts it (the
         training stage, validations included); 0 without a time budget."""
-        trainer = self._trainer
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer is not None else None
+        timer = self.timer
         if timer is None:
             return 0.0
         elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
