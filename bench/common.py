@@ -24,14 +24,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     import lightning
+
+    from attnlab.hardware import cpu_has_bf16
 
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "avx512_bf16": " avx512_bf16" in flags,
+        "avx512_bf16": cpu_has_bf16(),  # native bf16 (AVX-512 BF16 or AMX): what picks bf16 by default
         "torch": torch.__version__,
         "lightning": lightning.__version__,
         "python": platform.python_version(),
