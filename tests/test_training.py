@@ -48,6 +48,24 @@ def test_weight_decay_only_on_matrices():
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
 
 
+def test_embedding_and_output_layer_can_take_their_own_lr_under_the_schedule():
+    untied = GPT(ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=1, tie_embeddings=False))
+    assert len(build_optimizer(untied, OptimConfig()).param_groups) == 2  # unset: the groups of earlier checkpoints
+    opt = build_optimizer(untied, OptimConfig(name="muon", lr=1e-3, embed_lr=0.05, head_lr=4e-3))
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(untied.token_embedding.weight)] == 0.05 and lrs[id(untied.lm_head.weight)] == 4e-3
+    assert lrs[id(untied.ln_f.weight)] == 1e-3 and lrs[id(untied.blocks[0].ffn.up.weight)] == 0.02  # AdamW's lr, Muon's
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == untied.num_parameters()
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)  # scales each group's own peak
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(untied.token_embedding.weight)] == 0.025 and lrs[id(untied.lm_head.weight)] == 2e-3
+
+    tied = GPT(ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=1))
+    opt = build_optimizer(tied, OptimConfig(embed_lr=0.05, head_lr=4e-3))  # one matrix: the embedding's LR
+    assert [g["lr"] for g in opt.param_groups if any(p is tied.token_embedding.weight for p in g["params"])] == [0.05]
+    assert 4e-3 not in [g["lr"] for g in opt.param_groups]
+
+
 def test_muon_takes_the_hidden_matrices_and_checkpoints_like_one_optimizer(tmp_path):
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=2))
@@ -89,3 +107,5 @@ def test_optimizer_config_is_validated():
 
     with pytest.raises(ConfigError, match="unknown optim.name='sgd'; use one of adamw, muon"):
         OptimConfig(name="sgd")
+    with pytest.raises(ConfigError, match=r"optim.embed_lr must be positive or null \(optim.lr\), got 0"):
+        OptimConfig(embed_lr=0)

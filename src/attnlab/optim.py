@@ -35,6 +35,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     muon_lr: float = 0.02  # Muon's peak LR (name=muon), scaled by the same schedule
     muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
+    embed_lr: float | None = None  # AdamW's peak LR for the token embedding (None: lr)
+    head_lr: float | None = None  # AdamW's peak LR for an untied output layer (None: lr)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -44,8 +46,10 @@ class OptimConfig:
             raise ConfigError(f"optim.muon_lr must be positive, got {self.muon_lr!r}")
         if not 0 <= self.muon_momentum < 1:
             raise ConfigError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.lr!r}")
+        for name in ("lr", "embed_lr", "head_lr"):
+            value = getattr(self, name)
+            if not (value is None and name != "lr") and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"optim.{name} must be positive{'' if name == 'lr' else ' or null (optim.lr)'}, got {value!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -60,23 +64,36 @@ class OptimConfig:
         return from_dict(cls, values, "optim")
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude: Collection[str] = ()) -> list[dict]:
+# AdamW parameters that may take their own peak LR (optim.embed_lr, optim.head_lr): the rows that
+# map tokens. A tied output layer is the embedding's matrix, listed once, under the embedding.
+OWN_LR = {"token_embedding.weight": "embed_lr", "lm_head.weight": "head_lr"}
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude: Collection[str] = (),
+                 own_lr: dict[str, float] | None = None) -> list[dict]:
     """Decay every parameter with 2+ dims (weights, embeddings); not biases or norm gains.
-    Parameters named in ``exclude`` are left out (another optimizer has them)."""
+    Parameters named in ``exclude`` are left out (another optimizer has them); each one named in
+    ``own_lr`` gets a group of its own with that peak LR (after the two shared groups)."""
+    own_lr = own_lr or {}
     params = {name: p for name, p in model.named_parameters()
               if p.requires_grad and name not in exclude}  # tied: listed once
-    decay = [p for p in params.values() if p.dim() >= 2]
-    no_decay = [p for p in params.values() if p.dim() < 2]
+    shared = {name: p for name, p in params.items() if name not in own_lr}
+    decay = [p for p in shared.values() if p.dim() >= 2]
+    no_decay = [p for p in shared.values() if p.dim() < 2]
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+        *({"params": [p], "weight_decay": weight_decay if p.dim() >= 2 else 0.0, "lr": own_lr[name]}
+          for name, p in params.items() if name in own_lr),
     ]
 
 
 def build_adamw(model: nn.Module, cfg: OptimConfig, exclude: Collection[str] = ()) -> torch.optim.AdamW:
-    """AdamW over the model's parameters (but ``exclude``): fused on CUDA, foreach elsewhere."""
+    """AdamW over the model's parameters (but ``exclude``): fused on CUDA, foreach elsewhere.
+    ``cfg.embed_lr`` / ``cfg.head_lr``, when set, give the embedding / output layer their own LR."""
+    own_lr = {name: getattr(cfg, field) for name, field in OWN_LR.items() if getattr(cfg, field) is not None}
     fused = all(p.device.type == "cuda" for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, exclude), lr=cfg.lr, betas=cfg.betas,
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, exclude, own_lr), lr=cfg.lr, betas=cfg.betas,
                              eps=cfg.eps, **({"fused": True} if fused else {"foreach": True}))
 
 
