@@ -123,7 +123,7 @@ def run(quick: bool = False) -> dict:
     else:
         shapes = SHAPES
         variants = {(name, compile_): precision for compile_ in (False, True) for name, precision in PRECISIONS.items()}
-        repeats = {False: 3, True: 1}  # a compiled run pays its compilation first (tens of seconds)
+        repeats = {False: 5, True: 1}  # a compiled run pays its compilation first (tens of seconds)
         plan = {"nanogpt_cpu_char": (105, 5), "attnlab_default": (35, 5)}  # (steps, of which warmup)
     rows = []
     for shape, shape_overrides in shapes.items():
@@ -133,13 +133,16 @@ def run(quick: bool = False) -> dict:
                 steps, warmup = steps + 5, warmup + 5
             overrides = [*shape_overrides, f"trainer.precision={precision}", f"model.compile={str(compile_).lower()}"]
             runs = {"lightning": [], "hand": []}
-            for _ in range(repeats[compile_]):
+            for k in range(repeats[compile_]):
                 # compiled, full mode: each run in a new process (no recompilation limit reached by earlier
                 # runs) with an inductor cache that is empty for Lightning (the compilation a user's first
                 # run pays) and holds Lightning's kernels for the hand loop (a second run's). Quick mode
                 # compiles in this process (two compilations, far from the limit) to keep the smoke test short.
+                # Without compile the loops take turns going first, so a drift of the machine's speed
+                # during a pair does not always fall on the same loop.
+                order = ("lightning", "hand") if compile_ or k % 2 == 0 else ("hand", "lightning")
                 with tempfile.TemporaryDirectory() as cache:
-                    for loop in runs:
+                    for loop in order:
                         if compile_ and not quick:
                             env = {"TORCHINDUCTOR_CACHE_DIR": cache}
                             runs[loop].append(fresh.call("bench.train_step:measure", env=env, loop=loop,
@@ -157,13 +160,22 @@ def run(quick: bool = False) -> dict:
                 row[f"{loop}_tokens_per_s"] = tokens / seconds
                 row[f"{loop}_all_ms"] = [1e3 * r["seconds"] for r in results]
                 row[f"{loop}_first_step_s"] = median([r["first_step_s"] for r in results])
-            row["overhead_pct"] = 100 * (row["lightning_ms"] / row["hand_ms"] - 1)
+            # each repeat is a pair run back to back: the median of the pairs' ratios cancels the machine's
+            # slower drift (a shared 2-core machine's speed moves 5-10% over minutes)
+            row["pair_overhead_pct"] = [100 * (lit["seconds"] / hand["seconds"] - 1)
+                                        for lit, hand in zip(runs["lightning"], runs["hand"])]
+            row["overhead_pct"] = median(row["pair_overhead_pct"])
             rows.append(row)
             print(f"  train step {shape:17s} {variant(row):13s}: lightning {row['lightning_ms']:8.2f} ms, hand "
                   f"{row['hand_ms']:8.2f} ms ({row['overhead_pct']:+.1f}%)  first step {row['lightning_first_step_s']:.1f} / "
                   f"{row['hand_first_step_s']:.1f} s  loss {row['final_loss']['lightning']:.4f} / "
                   f"{row['final_loss']['hand']:.4f}", flush=True)
     return {"rows": rows}
+
+
+def pair_range(row: dict) -> str:
+    pairs = row.get("pair_overhead_pct", [])
+    return f"{min(pairs):+.1f}% … {max(pairs):+.1f}%" if len(pairs) > 1 else ""
 
 
 def variant(row: dict) -> str:
@@ -174,7 +186,9 @@ def table(result: dict) -> str:
     lines = [
         "attnlab's Lightning training (`attnlab.train.train`, validation and checkpoints off) against a "
         "hand-written loop over the same model, batches and optimizer; each figure the median "
-        "of the repeats' mean step time after warmup. `nanogpt_cpu_char`: nanoGPT's CPU recipe (`data/tokenizer=char`, "
+        "of the repeats' mean step time after warmup. Lightning overhead: the median over the repeats of each "
+        "pair's ratio (a Lightning run and a hand-loop run back to back, taking turns going first), with the "
+        "pairs' range. `nanogpt_cpu_char`: nanoGPT's CPU recipe (`data/tokenizer=char`, "
         "4 layers, 4 heads, d_model 128, context 64, batch 12, dropout 0); `attnlab_default`: `python train.py` "
         "(cl100k corpus vocabulary, batch 16). bf16: autocast (`trainer.precision=bf16-mixed`). compile: "
         "`model.compile=true` (the forward through `torch.compile`, inductor; the hand loop compiles it the same "
@@ -184,14 +198,14 @@ def table(result: dict) -> str:
         "step, Lightning / hand (same weights and batches: equal up to rounding).",
         "",
         "| config | precision | Lightning ms/step | hand loop ms/step | Lightning tokens/s | hand loop tokens/s | "
-        "Lightning overhead | first step (s), Lightning / hand | loss after the run |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "Lightning overhead | pairs' range | first step (s), Lightning / hand | loss after the run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['shape']} | {variant(r)} | {r['lightning_ms']:.1f} | {r['hand_ms']:.1f} | "
             f"{r['lightning_tokens_per_s']:,.0f} | {r['hand_tokens_per_s']:,.0f} | {r['overhead_pct']:+.1f}% | "
-            f"{r['lightning_first_step_s']:.1f} / {r['hand_first_step_s']:.1f} | "
+            f"{pair_range(r)} | {r['lightning_first_step_s']:.1f} / {r['hand_first_step_s']:.1f} | "
             f"{r['final_loss']['lightning']:.4f} / {r['final_loss']['hand']:.4f} |")
     plain = [r for r in result["rows"] if not r.get("compile")]
     compiled = [r for r in result["rows"] if r.get("compile")]
