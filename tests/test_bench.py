@@ -32,6 +32,8 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     # each cell's memory read in its own process: forward+backward holds at least the layer's 1 MiB of
     # weight gradients, which a reading taken after other cells freed memory could miss
     assert all(r["forward_backward_peak_mib"] > 0.5 for r in cells)
+    (bf16_cell,) = results["sections"]["attention"]["training_shape"]["rows"]  # a training batch under bf16 autocast
+    assert bf16_cell["T"] == 32 and bf16_cell["batch"] == 8 and bf16_cell["explicit_ms"] > 0 and bf16_cell["sdpa_ms"] > 0
     assert {r["tokenizer"] for r in results["sections"]["data"]["rows"]} == {"cl100k corpus vocabulary", "char"}
     generation = results["sections"]["generation"]["rows"]
     assert [r["context_length"] for r in generation] == [8, 16]
@@ -46,7 +48,7 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
     assert text.endswith(bench_run.END + "\n\n## Hand-written section\n\nkept\n")
     assert "old table" not in text and "Quick mode" in text and text.count(bench_run.BEGIN) == 1
-    assert "| smoke | fp32 |" in text and "| smoke | fp32 + compile |" in text and "| 32 | sdpa |" in text
+    assert "| smoke | fp32 |" in text and "| smoke | fp32 + compile |" in text and "| 32 | sdpa |" in text and "| 32 | 8 |" in text
     assert "### 4. Quality at a budget" in text and "| experiment=speedrun_cpu |" in text
     assert "### 5. Generation" in text and "| 16 |" in text and "### 6. GPU" in text
     assert "What each choice" not in text  # the ablation only when asked for
