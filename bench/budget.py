@@ -24,6 +24,7 @@ PRESET = ["experiment=speedrun_cpu"]
 ABLATIONS = {  # the preset with one choice undone: (what changes, overrides)
     "bf16 autocast → fp32": ["trainer.precision=32-true"],
     "Muon → AdamW everywhere": ["optim.name=adamw"],
+    "explicit attention → sdpa": ["model.attention=sdpa"],
     "RoPE → sinusoidal table": ["model.positional=sinusoidal"],
     "RMSNorm → LayerNorm": ["model.norm=layernorm"],
     "QK-norm → none": ["model.qk_norm=false"],
