@@ -3,7 +3,11 @@
 Both train the same :class:`attnlab.model.GPT` (same seed, so the same initial weights) on the same
 batches (:class:`attnlab.data.RandomWindows` of the run's datamodule) with the same optimizer
 (:func:`attnlab.optim.build_adamw`, the warmup-cosine schedule, gradient clipping at 1.0), in the
-same process, one after the other. Lightning's side is :func:`attnlab.train.train` itself, as
+same process, taking turns step by step: after Lightning's step k a callback runs the hand loop's
+step k and times it apart, and that time is taken out of Lightning's clock. So the two see the
+same machine at the same moment (a shared 2-core machine's speed drifts by 5-10% within seconds,
+more than the 5% target), not one run after the other. With ``torch.compile`` the two run
+separately, each in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.train.train` itself, as
 ``python train.py`` runs it (TensorBoard logging, the throughput and NaN callbacks), with
 validation and checkpoints switched off, timed by a callback at the end of every batch. A step's
 time covers fetching its batch, forward, backward, clipping, the optimizer and everything the
@@ -12,6 +16,7 @@ framework does around them; the first steps of each run are not timed (warmup).
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from contextlib import nullcontext
@@ -39,15 +44,58 @@ TIMING = ["trainer=cpu", "trainer.num_sanity_val_steps=0", "+trainer.limit_val_b
           "callbacks.last_checkpoint.every_n_train_steps=0", "~callbacks.attention", "~callbacks.samples"]
 
 
+class HandLoop:
+    """The same training, written out: batch, forward, loss, backward, clip, AdamW, schedule
+    (``model.compile=true``: the forward compiled as LitGPT compiles it). :meth:`step` runs batch k."""
+
+    def __init__(self, overrides: list[str], steps: int):
+        from attnlab.train import build_datamodule
+
+        cfg = compose(*overrides, f"trainer.max_steps={steps}")
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+        L.seed_everything(cfg.seed, verbose=False)  # as train() does before building the model
+        model_dict, compile_ = split_runtime_options(dict(cfg.model))
+        self.model = GPT(ModelConfig.from_dict({**model_dict, "vocab_size": dm.vocab_size})).train()
+        self.forward = compiled_forward(self.model) if compile_ else self.model
+        optim_cfg = OptimConfig.from_dict(dict(cfg.optim))
+        self.optimizer = build_adamw(self.model, optim_cfg)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, optim_cfg.warmup_steps, steps, optim_cfg.min_lr_ratio))
+        self.windows = RandomWindows(dm.train_ids, dm.context_length, dm.batch_size, cfg.seed)
+        bf16 = cfg.trainer.precision == "bf16-mixed"
+        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+        self.clip = cfg.trainer.gradient_clip_val
+
+    def step(self, k: int) -> float:
+        x, y = self.windows.batch(k)  # (B, T), (B, T)
+        with self.autocast():
+            logits = self.forward(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.item()
+
+
 class StepClock(L.Callback):
     """Wall-clock time at the start of the first training batch and at the end of every batch
-    (the last instance made is kept)."""
+    (the last instance made is kept). With a :class:`HandLoop` in ``StepClock.interleave``, it
+    also runs the hand loop's step k after Lightning's step k and times it apart: the two loops
+    take turns step by step, so a drift of the machine's speed falls on both alike."""
 
     latest: "StepClock | None" = None
+    interleave: HandLoop | None = None
 
     def __init__(self):
         self.started: float | None = None
-        self.times: list[float] = []
+        self.times: list[float] = []  # end of each Lightning step, the hand steps' time taken out
+        self.hand_seconds: list[float] = []  # each interleaved hand step
+        self.hand_total = 0.0
+        self.hand_loss: float | None = None
+        self.hand = StepClock.interleave
         StepClock.latest = self
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -55,7 +103,12 @@ class StepClock(L.Callback):
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter())
+        end = time.perf_counter()
+        self.times.append(end - self.hand_total)  # Lightning's own clock: the hand steps taken out
+        if self.hand is not None:
+            self.hand_loss = self.hand.step(batch_idx)
+            self.hand_seconds.append(time.perf_counter() - end)
+            self.hand_total += self.hand_seconds[-1]
 
 
 def step_times(started: float, times: list[float], warmup: int, loss: float) -> dict:
@@ -65,53 +118,41 @@ def step_times(started: float, times: list[float], warmup: int, loss: float) -> 
             "first_step_s": times[0] - started, "loss": loss}
 
 
-def lightning_run(overrides: list[str], steps: int, warmup: int) -> dict:
+def lightning_run(overrides: list[str], steps: int, warmup: int, hand: HandLoop | None = None) -> dict:
+    """attnlab's training for ``steps`` steps; with ``hand``, that loop's steps interleaved."""
     from attnlab.train import train
 
-    with tempfile.TemporaryDirectory() as out_dir:
-        cfg = compose(*overrides, *TIMING, f"trainer.max_steps={steps}", f"paths.output_dir={out_dir}",
-                      "+callbacks.step_clock._target_=bench.train_step.StepClock")
-        metrics = train(cfg)
-    return step_times(StepClock.latest.started, StepClock.latest.times, warmup, metrics["train/loss"])
+    StepClock.interleave = hand
+    try:
+        with tempfile.TemporaryDirectory() as out_dir:
+            cfg = compose(*overrides, *TIMING, f"trainer.max_steps={steps}", f"paths.output_dir={out_dir}",
+                          "+callbacks.step_clock._target_=bench.train_step.StepClock")
+            metrics = train(cfg)
+    finally:
+        StepClock.interleave = None
+    clock = StepClock.latest
+    return step_times(clock.started, clock.times, warmup, metrics["train/loss"])
 
 
 def hand_loop(overrides: list[str], steps: int, warmup: int) -> dict:
-    """The same training, written out: batch, forward, loss, backward, clip, AdamW, schedule
-    (``model.compile=true``: the forward compiled as LitGPT compiles it)."""
-    from attnlab.train import build_datamodule
-
-    cfg = compose(*overrides, f"trainer.max_steps={steps}")
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    L.seed_everything(cfg.seed, verbose=False)  # as train() does before building the model
-    model_dict, compile_ = split_runtime_options(dict(cfg.model))
-    model = GPT(ModelConfig.from_dict({**model_dict, "vocab_size": dm.vocab_size})).train()
-    forward = compiled_forward(model) if compile_ else model
-    optim_cfg = OptimConfig.from_dict(dict(cfg.optim))
-    optimizer = build_adamw(model, optim_cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, optim_cfg.warmup_steps, steps, optim_cfg.min_lr_ratio))
-    windows = RandomWindows(dm.train_ids, dm.context_length, dm.batch_size, cfg.seed)
-    bf16 = cfg.trainer.precision == "bf16-mixed"
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    loop = HandLoop(overrides, steps)
     started, times = time.perf_counter(), []
     for k in range(steps):
-        x, y = windows.batch(k)  # (B, T), (B, T)
-        with autocast:
-            logits = forward(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
-        optimizer.step()
-        schedule.step()
+        loss = loop.step(k)
         times.append(time.perf_counter())
-    return step_times(started, times, warmup, loss.item())
+    return step_times(started, times, warmup, loss)
 
 
 def measure(loop: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    """One run of ``loop`` ("lightning" or "hand"); the process's allocator set as train() sets it."""
+    """One run of ``loop``: "lightning", "hand", or "interleaved" (both, taking turns step by step:
+    {"lightning": ..., "hand": ...}); the process's allocator set as train() sets it."""
     keep_freed_memory()  # as train() does: both loops run with the same allocator settings
+    if loop == "interleaved":
+        hand = HandLoop(overrides, steps)
+        lightning = lightning_run(overrides, steps, warmup, hand=hand)
+        clock = StepClock.latest
+        ends = list(itertools.accumulate(clock.hand_seconds))  # the hand loop's own clock
+        return {"lightning": lightning, "hand": step_times(0.0, ends, warmup, clock.hand_loss)}
     return (lightning_run if loop == "lightning" else hand_loop)(overrides, steps, warmup)
 
 
@@ -133,17 +174,19 @@ def run(quick: bool = False) -> dict:
                 steps, warmup = steps + 5, warmup + 5
             overrides = [*shape_overrides, f"trainer.precision={precision}", f"model.compile={str(compile_).lower()}"]
             runs = {"lightning": [], "hand": []}
-            for k in range(repeats[compile_]):
-                # compiled, full mode: each run in a new process (no recompilation limit reached by earlier
-                # runs) with an inductor cache that is empty for Lightning (the compilation a user's first
-                # run pays) and holds Lightning's kernels for the hand loop (a second run's). Quick mode
-                # compiles in this process (two compilations, far from the limit) to keep the smoke test short.
-                # Without compile the loops take turns going first, so a drift of the machine's speed
-                # during a pair does not always fall on the same loop.
-                order = ("lightning", "hand") if compile_ or k % 2 == 0 else ("hand", "lightning")
+            for _ in range(repeats[compile_]):
+                if not compile_:  # both loops in one run, taking turns step by step
+                    for loop, result in measure("interleaved", overrides, steps, warmup).items():
+                        runs[loop].append(result)
+                    continue
+                # compiled: each loop on its own (a compiled forward per model). Full mode: each run in a new
+                # process (no recompilation limit reached by earlier runs) with an inductor cache that is empty
+                # for Lightning (the compilation a user's first run pays) and holds Lightning's kernels for the
+                # hand loop (a second run's). Quick mode compiles in this process (two compilations, far from
+                # the limit) to keep the smoke test short.
                 with tempfile.TemporaryDirectory() as cache:
-                    for loop in order:
-                        if compile_ and not quick:
+                    for loop in runs:
+                        if not quick:
                             env = {"TORCHINDUCTOR_CACHE_DIR": cache}
                             runs[loop].append(fresh.call("bench.train_step:measure", env=env, loop=loop,
                                                          overrides=overrides, steps=steps, warmup=warmup))
@@ -160,8 +203,7 @@ def run(quick: bool = False) -> dict:
                 row[f"{loop}_tokens_per_s"] = tokens / seconds
                 row[f"{loop}_all_ms"] = [1e3 * r["seconds"] for r in results]
                 row[f"{loop}_first_step_s"] = median([r["first_step_s"] for r in results])
-            # each repeat is a pair run back to back: the median of the pairs' ratios cancels the machine's
-            # slower drift (a shared 2-core machine's speed moves 5-10% over minutes)
+            # each repeat is a pair (interleaved, or back to back): the median of the pairs' ratios
             row["pair_overhead_pct"] = [100 * (lit["seconds"] / hand["seconds"] - 1)
                                         for lit, hand in zip(runs["lightning"], runs["hand"])]
             row["overhead_pct"] = median(row["pair_overhead_pct"])
@@ -186,9 +228,10 @@ def table(result: dict) -> str:
     lines = [
         "attnlab's Lightning training (`attnlab.train.train`, validation and checkpoints off) against a "
         "hand-written loop over the same model, batches and optimizer; each figure the median "
-        "of the repeats' mean step time after warmup. Lightning overhead: the median over the repeats of each "
-        "pair's ratio (a Lightning run and a hand-loop run back to back, taking turns going first), with the "
-        "pairs' range. `nanogpt_cpu_char`: nanoGPT's CPU recipe (`data/tokenizer=char`, "
+        "of the repeats' mean step time after warmup. Without compile the two loops run in one process taking "
+        "turns step by step (after Lightning's step k a callback runs and times the hand loop's step k, and that "
+        "time is taken out of Lightning's clock), so both see the machine's speed at the same moment. Lightning "
+        "overhead: the median over the repeats of each repeat's ratio, with the repeats' range. `nanogpt_cpu_char`: nanoGPT's CPU recipe (`data/tokenizer=char`, "
         "4 layers, 4 heads, d_model 128, context 64, batch 12, dropout 0); `attnlab_default`: `python train.py` "
         "(cl100k corpus vocabulary, batch 16). bf16: autocast (`trainer.precision=bf16-mixed`). compile: "
         "`model.compile=true` (the forward through `torch.compile`, inductor; the hand loop compiles it the same "
@@ -198,7 +241,7 @@ def table(result: dict) -> str:
         "step, Lightning / hand (same weights and batches: equal up to rounding).",
         "",
         "| config | precision | Lightning ms/step | hand loop ms/step | Lightning tokens/s | hand loop tokens/s | "
-        "Lightning overhead | pairs' range | first step (s), Lightning / hand | loss after the run |",
+        "Lightning overhead | repeats' range | first step (s), Lightning / hand | loss after the run |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in result["rows"]:
@@ -209,7 +252,7 @@ def table(result: dict) -> str:
             f"{r['final_loss']['lightning']:.4f} / {r['final_loss']['hand']:.4f} |")
     plain = [r for r in result["rows"] if not r.get("compile")]
     compiled = [r for r in result["rows"] if r.get("compile")]
-    lines += ["", f"Without compile: {plain[0]['repeats']} repeats (each loop in turn, one process) of "
+    lines += ["", f"Without compile: {plain[0]['repeats']} repeats (the loops interleaved step by step, one process) of "
                   f"{', '.join(sorted({str(r['steps_timed']) for r in plain}))} timed steps per config (fewer for the "
                   "slower default config, to keep `make bench` short on 2 cores)."
               + (f" With compile: {compiled[0]['repeats']} run per loop of "
