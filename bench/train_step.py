@@ -6,8 +6,8 @@ batches (:class:`attnlab.data.RandomWindows` of the run's datamodule) with the s
 same process, taking turns step by step: after Lightning's step k a callback runs the hand loop's
 step k and times it apart, and that time is taken out of Lightning's clock. So the two see the
 same machine at the same moment (a shared 2-core machine's speed drifts by 5-10% within seconds,
-more than the 5% target), not one run after the other. With ``torch.compile`` the two run
-separately, each in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.train.train` itself, as
+more than the 5% target), not one run after the other. With ``torch.compile`` each repeat runs
+in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.train.train` itself, as
 ``python train.py`` runs it (TensorBoard logging, the throughput and NaN callbacks), with
 validation and checkpoints switched off, timed by a callback at the end of every batch. A step's
 time covers fetching its batch, forward, backward, clipping, the optimizer and everything the
@@ -164,7 +164,7 @@ def run(quick: bool = False) -> dict:
     else:
         shapes = SHAPES
         variants = {(name, compile_): precision for compile_ in (False, True) for name, precision in PRECISIONS.items()}
-        repeats = {False: 5, True: 1}  # a compiled run pays its compilation first (tens of seconds)
+        repeats = {False: 3, True: 1}  # a compiled run pays its compilation first (tens of seconds)
         plan = {"nanogpt_cpu_char": (105, 5), "attnlab_default": (35, 5)}  # (steps, of which warmup)
     rows = []
     for shape, shape_overrides in shapes.items():
@@ -175,23 +175,17 @@ def run(quick: bool = False) -> dict:
             overrides = [*shape_overrides, f"trainer.precision={precision}", f"model.compile={str(compile_).lower()}"]
             runs = {"lightning": [], "hand": []}
             for _ in range(repeats[compile_]):
-                if not compile_:  # both loops in one run, taking turns step by step
-                    for loop, result in measure("interleaved", overrides, steps, warmup).items():
-                        runs[loop].append(result)
-                    continue
-                # compiled: each loop on its own (a compiled forward per model). Full mode: each run in a new
-                # process (no recompilation limit reached by earlier runs) with an inductor cache that is empty
-                # for Lightning (the compilation a user's first run pays) and holds Lightning's kernels for the
-                # hand loop (a second run's). Quick mode compiles in this process (two compilations, far from
-                # the limit) to keep the smoke test short.
-                with tempfile.TemporaryDirectory() as cache:
-                    for loop in runs:
-                        if not quick:
-                            env = {"TORCHINDUCTOR_CACHE_DIR": cache}
-                            runs[loop].append(fresh.call("bench.train_step:measure", env=env, loop=loop,
-                                                         overrides=overrides, steps=steps, warmup=warmup))
-                        else:
-                            runs[loop].append(measure(loop, overrides, steps, warmup))
+                if compile_ and not quick:
+                    # a new process with an empty inductor cache: Lightning's first step compiles (what a
+                    # user's first run pays), the hand loop's finds those kernels (a later run's); no
+                    # recompilation limit reached by earlier runs
+                    with tempfile.TemporaryDirectory() as cache:
+                        result = fresh.call("bench.train_step:measure", env={"TORCHINDUCTOR_CACHE_DIR": cache},
+                                            loop="interleaved", overrides=overrides, steps=steps, warmup=warmup)
+                else:
+                    result = measure("interleaved", overrides, steps, warmup)
+                for loop, loop_result in result.items():
+                    runs[loop].append(loop_result)
             cfg = compose(*shape_overrides)
             tokens = cfg.data.batch_size * cfg.data.context_length
             row = {"shape": shape, "precision": name, "compile": compile_, "steps_timed": steps - warmup, "warmup_steps": warmup,
@@ -203,7 +197,6 @@ def run(quick: bool = False) -> dict:
                 row[f"{loop}_tokens_per_s"] = tokens / seconds
                 row[f"{loop}_all_ms"] = [1e3 * r["seconds"] for r in results]
                 row[f"{loop}_first_step_s"] = median([r["first_step_s"] for r in results])
-            # each repeat is a pair (interleaved, or back to back): the median of the pairs' ratios
             row["pair_overhead_pct"] = [100 * (lit["seconds"] / hand["seconds"] - 1)
                                         for lit, hand in zip(runs["lightning"], runs["hand"])]
             row["overhead_pct"] = median(row["pair_overhead_pct"])
@@ -213,6 +206,10 @@ def run(quick: bool = False) -> dict:
                   f"{row['hand_first_step_s']:.1f} s  loss {row['final_loss']['lightning']:.4f} / "
                   f"{row['final_loss']['hand']:.4f}", flush=True)
     return {"rows": rows}
+
+
+def repeats(row: dict) -> str:
+    return f"{row['repeats']} repeat{'s' if row['repeats'] != 1 else ''}"
 
 
 def pair_range(row: dict) -> str:
@@ -228,14 +225,14 @@ def table(result: dict) -> str:
     lines = [
         "attnlab's Lightning training (`attnlab.train.train`, validation and checkpoints off) against a "
         "hand-written loop over the same model, batches and optimizer; each figure the median "
-        "of the repeats' mean step time after warmup. Without compile the two loops run in one process taking "
+        "of the repeats' mean step time after warmup. The two loops run in one process taking "
         "turns step by step (after Lightning's step k a callback runs and times the hand loop's step k, and that "
         "time is taken out of Lightning's clock), so both see the machine's speed at the same moment. Lightning "
         "overhead: the median over the repeats of each repeat's ratio, with the repeats' range. `nanogpt_cpu_char`: nanoGPT's CPU recipe (`data/tokenizer=char`, "
         "4 layers, 4 heads, d_model 128, context 64, batch 12, dropout 0); `attnlab_default`: `python train.py` "
         "(cl100k corpus vocabulary, batch 16). bf16: autocast (`trainer.precision=bf16-mixed`). compile: "
         "`model.compile=true` (the forward through `torch.compile`, inductor; the hand loop compiles it the same "
-        "way), each run in a new process; its first step, which compiles the forward and the backward, is not in "
+        "way), each repeat in a new process; its first step, which compiles the forward and the backward, is not in "
         "ms/step but in its own column: Lightning's with an empty inductor cache (a first run), the hand loop's "
         "with the cache Lightning's run filled (a later run of the same shapes). The last column: the training loss of the last "
         "step, Lightning / hand (same weights and batches: equal up to rounding).",
@@ -252,10 +249,10 @@ def table(result: dict) -> str:
             f"{r['final_loss']['lightning']:.4f} / {r['final_loss']['hand']:.4f} |")
     plain = [r for r in result["rows"] if not r.get("compile")]
     compiled = [r for r in result["rows"] if r.get("compile")]
-    lines += ["", f"Without compile: {plain[0]['repeats']} repeats (the loops interleaved step by step, one process) of "
+    lines += ["", f"Without compile: {repeats(plain[0])} of "
                   f"{', '.join(sorted({str(r['steps_timed']) for r in plain}))} timed steps per config (fewer for the "
                   "slower default config, to keep `make bench` short on 2 cores)."
-              + (f" With compile: {compiled[0]['repeats']} run per loop of "
+              + (f" With compile: {repeats(compiled[0])} of "
                  f"{', '.join(sorted({str(r['steps_timed']) for r in compiled}))} timed steps after "
                  f"{compiled[0]['warmup_steps']} warmup steps (5 more than without)." if compiled else "")]
     return "\n".join(lines)
