@@ -118,11 +118,13 @@ def step_times(started: float, times: list[float], warmup: int, loss: float) -> 
             "first_step_s": times[0] - started, "loss": loss}
 
 
-def lightning_run(overrides: list[str], steps: int, warmup: int, hand: HandLoop | None = None) -> dict:
-    """attnlab's training for ``steps`` steps; with ``hand``, that loop's steps interleaved."""
+def measure(overrides: list[str], steps: int, warmup: int) -> dict:
+    """attnlab's training and the hand loop, ``steps`` steps each, taking turns step by step in
+    this process: {"lightning": ..., "hand": ...}. The allocator is set as train() sets it."""
     from attnlab.train import train
 
-    StepClock.interleave = hand
+    keep_freed_memory()  # as train() does: both loops run with the same allocator settings
+    StepClock.interleave = HandLoop(overrides, steps)
     try:
         with tempfile.TemporaryDirectory() as out_dir:
             cfg = compose(*overrides, *TIMING, f"trainer.max_steps={steps}", f"paths.output_dir={out_dir}",
@@ -131,29 +133,9 @@ def lightning_run(overrides: list[str], steps: int, warmup: int, hand: HandLoop 
     finally:
         StepClock.interleave = None
     clock = StepClock.latest
-    return step_times(clock.started, clock.times, warmup, metrics["train/loss"])
-
-
-def hand_loop(overrides: list[str], steps: int, warmup: int) -> dict:
-    loop = HandLoop(overrides, steps)
-    started, times = time.perf_counter(), []
-    for k in range(steps):
-        loss = loop.step(k)
-        times.append(time.perf_counter())
-    return step_times(started, times, warmup, loss)
-
-
-def measure(loop: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    """One run of ``loop``: "lightning", "hand", or "interleaved" (both, taking turns step by step:
-    {"lightning": ..., "hand": ...}); the process's allocator set as train() sets it."""
-    keep_freed_memory()  # as train() does: both loops run with the same allocator settings
-    if loop == "interleaved":
-        hand = HandLoop(overrides, steps)
-        lightning = lightning_run(overrides, steps, warmup, hand=hand)
-        clock = StepClock.latest
-        ends = list(itertools.accumulate(clock.hand_seconds))  # the hand loop's own clock
-        return {"lightning": lightning, "hand": step_times(0.0, ends, warmup, clock.hand_loss)}
-    return (lightning_run if loop == "lightning" else hand_loop)(overrides, steps, warmup)
+    hand_ends = list(itertools.accumulate(clock.hand_seconds))  # the hand loop's own clock
+    return {"lightning": step_times(clock.started, clock.times, warmup, metrics["train/loss"]),
+            "hand": step_times(0.0, hand_ends, warmup, clock.hand_loss)}
 
 
 def run(quick: bool = False) -> dict:
@@ -181,9 +163,9 @@ def run(quick: bool = False) -> dict:
                     # recompilation limit reached by earlier runs
                     with tempfile.TemporaryDirectory() as cache:
                         result = fresh.call("bench.train_step:measure", env={"TORCHINDUCTOR_CACHE_DIR": cache},
-                                            loop="interleaved", overrides=overrides, steps=steps, warmup=warmup)
+                                            overrides=overrides, steps=steps, warmup=warmup)
                 else:
-                    result = measure("interleaved", overrides, steps, warmup)
+                    result = measure(overrides, steps, warmup)
                 for loop, loop_result in result.items():
                     runs[loop].append(loop_result)
             cfg = compose(*shape_overrides)
