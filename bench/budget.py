@@ -4,7 +4,7 @@ Each run is ``python train.py <overrides> trainer.max_time=00:00:01:30``, a fres
 as a user starts it (Lightning's ``Timer`` stops training when the 90 s are spent; the LR schedule
 ends with them; one full validation of the final weights follows). Two configs: the classic
 default (``python train.py``) and the preset ``experiment=speedrun_cpu``. The ablation
-(``--only ablation``, about 20 minutes on 2 cores, not part of a plain ``make bench``) reruns the
+(``--only ablation``, about 17 minutes on 2 cores, not part of a plain ``make bench``) reruns the
 preset with one of its choices undone at a time, to show what each one buys on this machine.
 """
 
