@@ -40,8 +40,21 @@ def run_section(name: str, quick: bool) -> dict:
 
 def render(results: dict) -> str:
     m = results["machine"]
+    sections = results["sections"]
     step_ms = {DATA_OF_SHAPE.get(r["shape"]): r["lightning_ms"]
-               for r in results["sections"]["train_step"]["rows"] if r["precision"] == "fp32" and not r.get("compile")}
+               for r in sections["train_step"]["rows"] if r["precision"] == "fp32" and not r.get("compile")}
+    budget_text = budget.table(sections["budget"])
+    if "ablation" in sections:  # measured only when asked for
+        budget_text += ("\n\n#### What each choice of `experiment=speedrun_cpu` buys (ablation, "
+                        "`make bench ARGS=\"--only ablation\"`)\n\n" + budget.ablation_table(sections["ablation"]))
+    tables = [  # (heading, table): the six sections, in order
+        ("1. Training step: Lightning vs a hand-written loop", train_step.table(sections["train_step"])),
+        ("2. Attention", attention.table(sections["attention"])),
+        ("3. Data", data.table(sections["data"], step_ms)),
+        ("4. Quality at a budget: 90 s of training", budget_text),
+        ("5. Generation: KV cache vs recomputing the window", generation.table(sections["generation"])),
+        ("6. GPU", gpu.table(sections["gpu"])),
+    ]
     parts = [
         BEGIN,
         "## `make bench`",
@@ -50,32 +63,7 @@ def render(results: dict) -> str:
         f"({m['torch_threads']} torch threads{', AVX-512 BF16' if m['avx512_bf16'] else ''}), device {m['device']}; "
         f"torch {m['torch']}, Lightning {m['lightning']}, Python {m['python']}. Raw figures: `bench/results.json`.",
         *(["", "**Quick mode: one repeat of tiny shapes (a smoke test), not a measurement.**"] if results["quick"] else []),
-        "",
-        "### 1. Training step: Lightning vs a hand-written loop",
-        "",
-        train_step.table(results["sections"]["train_step"]),
-        "",
-        "### 2. Attention",
-        "",
-        attention.table(results["sections"]["attention"]),
-        "",
-        "### 3. Data",
-        "",
-        data.table(results["sections"]["data"], step_ms),
-        "",
-        "### 4. Quality at a budget: 90 s of training",
-        "",
-        budget.table(results["sections"]["budget"]),
-        *(["", "#### What each choice of `experiment=speedrun_cpu` buys (ablation, `make bench ARGS=\"--only ablation\"`)",
-           "", budget.ablation_table(results["sections"]["ablation"])] if "ablation" in results["sections"] else []),
-        "",
-        "### 5. Generation: KV cache vs recomputing the window",
-        "",
-        generation.table(results["sections"]["generation"]),
-        "",
-        "### 6. GPU",
-        "",
-        gpu.table(results["sections"]["gpu"]),
+        *(line for title, text in tables for line in ("", f"### {title}", "", text)),
         END,
     ]
     return "\n".join(parts)
