@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)  ## create .venv and install the pinned dependencies (torch 2.13.0)
 
 data: $(STAMP)  ## fetch and prepare the default corpus (Shakespeare) into data/shakespeare/
-	$(PY) -m attnlab.corpus shakespeare --data-dir data
+	$(PY) -m attnlab.data.corpus shakespeare --data-dir data
 
 train: data  ## train the default model (extra Hydra overrides: make train ARGS="model.num_heads=8")
 	$(PY) train.py $(ARGS)

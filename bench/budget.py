@@ -23,7 +23,7 @@ CONFIGS = {"classic default": [], "experiment=speedrun_cpu": ["experiment=speedr
 PRESET = ["experiment=speedrun_cpu"]
 ABLATIONS = {  # the preset with one choice undone: (what changes, overrides)
     "bf16 autocast → fp32": ["trainer.precision=32-true"],
-    "Muon → AdamW everywhere": ["optim.name=adamw"],
+    "Muon → AdamW everywhere": ["optim=adamw"],
     "explicit attention → sdpa": ["model.attention=sdpa"],
     "RoPE → sinusoidal table": ["model.positional=sinusoidal"],
     "RMSNorm → LayerNorm": ["model.norm=layernorm"],

@@ -26,7 +26,7 @@ def machine() -> dict[str, Any]:
         pass
     import lightning
 
-    from attnlab.hardware import cpu_has_bf16
+    from attnlab.system.hardware import cpu_has_bf16
 
     return {
         "cpu": cpu,
@@ -73,7 +73,7 @@ def make_rss_exact() -> None:
     """Let freed memory leave the process at once, so resident memory tracks live tensors: glibc
     serves every allocation of 64 KiB or more with its own mmap (a fixed threshold also stops
     glibc from raising it as blocks are freed). Only for a process that measures memory: it is
-    the opposite of what training wants (``attnlab.runtime.keep_freed_memory``)."""
+    the opposite of what training wants (``attnlab.system.memory.keep_freed_memory``)."""
     import ctypes
     import ctypes.util
 
@@ -108,8 +108,11 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
 
 
 def compose(*overrides: str):
-    import attnlab.cli  # noqa: F401  (registers the config resolvers, as every entry point does)
     from hydra import compose as hydra_compose
+
+    from attnlab.system.resolvers import register_resolvers
+
+    register_resolvers()  # as every entry point does (attnlab.cli.run_hydra_app)
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

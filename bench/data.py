@@ -1,5 +1,5 @@
 """Section 3: data — the default corpus's first tokenization (and cache write), the cached load,
-and drawing one training batch (:meth:`attnlab.data.RandomWindows.batch`)."""
+and drawing one training batch (:meth:`attnlab.data.windows.RandomWindows.batch`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attnlab.corpus import prepare_named_corpus, read_corpus
-from attnlab.data import RandomWindows, load_or_build_tokens
-from attnlab.tokenizer import build_base_tokenizer
+from attnlab.data.corpus import prepare_named_corpus, read_corpus
+from attnlab.data.windows import RandomWindows
+from attnlab.data.token_cache import load_or_build_tokens
+from attnlab.data.tokenizer import build_base_tokenizer
 from bench.common import ROOT, median, median_seconds
 
 TOKENIZERS = {"cl100k corpus vocabulary": ("tiktoken", 16), "char": ("char", 12)}  # kind, batch size

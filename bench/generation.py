@@ -1,4 +1,4 @@
-"""Section 5: generation — tokens/s of :func:`attnlab.generation.generate` with the KV cache and
+"""Section 5: generation — tokens/s of :func:`attnlab.model.sampling.generate` with the KV cache and
 without it (every step recomputes the whole window), at attnlab's default model shape.
 
 Untrained weights (seeded): the speed of a step does not depend on their values. Greedy decoding
@@ -10,10 +10,10 @@ import time
 
 import torch
 
-from attnlab.generation import generate
-from attnlab.lit_module import split_runtime_options
+from attnlab.model.sampling import generate
+from attnlab.training.lit_gpt import split_runtime_options
 from attnlab.model import GPT, ModelConfig
-from attnlab.train import build_datamodule
+from attnlab.data.datamodule import TextDataModule
 from bench.common import compose, median
 
 
@@ -36,7 +36,7 @@ def run(quick: bool = False) -> dict:
         contexts, new_tokens, repeats = [8, 16], 24, 1
     else:
         base, contexts, new_tokens, repeats = [], [64, 512], 512, 3
-    dm = build_datamodule(compose(*base))
+    dm = TextDataModule.from_config(compose(*base))
     dm.setup("fit")  # the corpus vocabulary: the output layer's rows
     rows = []
     for context in contexts:
@@ -70,7 +70,7 @@ def run(quick: bool = False) -> dict:
 def table(result: dict) -> str:
     r0 = result["rows"][0]
     lines = [
-        f"`attnlab.generation.generate`, {r0['new_tokens']} new tokens from a 1-token prompt, batch 1, greedy, "
+        f"`attnlab.model.sampling.generate`, {r0['new_tokens']} new tokens from a 1-token prompt, batch 1, greedy, "
         f"model d_model {r0['d_model']}, {r0['num_heads']} heads, {r0['num_layers']} layers, vocabulary "
         f"{r0['vocab_size']:,} (the corpus vocabulary), untrained weights; median of {r0['repeats']} runs. KV cache: "
         "each step runs the new token alone against the cached keys and values (the window slides by the default "

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.model import GPT, ModelConfig
-from attnlab.optim import OptimConfig, build_adamw
+from attnlab.training.optim import OptimConfig, build_adamw
 
 GPT2_SMALL = dict(vocab_size=50304, context_length=1024, d_model=768, num_heads=12, num_layers=12, dropout=0.0,
                   positional="learned")  # 50,257 rounded up to a multiple of 64, as nanoGPT does

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from attnlab.atomic import atomic_write
+from attnlab.runs.atomic import atomic_write
 from bench import attention, budget, data, fresh, generation, gpu, train_step
 from bench.common import ROOT, machine
 

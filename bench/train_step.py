@@ -1,13 +1,13 @@
 """Section 1: one training step, attnlab's Lightning training vs a minimal hand-written loop.
 
 Both train the same :class:`attnlab.model.GPT` (same seed, so the same initial weights) on the same
-batches (:class:`attnlab.data.RandomWindows` of the run's datamodule) with the same optimizer
-(:func:`attnlab.optim.build_adamw`, the warmup-cosine schedule, gradient clipping at 1.0), in the
+batches (:class:`attnlab.data.windows.RandomWindows` of the run's datamodule) with the same optimizer
+(:func:`attnlab.training.optim.build_adamw`, the warmup-cosine schedule, gradient clipping at 1.0), in the
 same process, taking turns step by step: after Lightning's step k a callback runs the hand loop's
 step k and times it apart, and that time is taken out of Lightning's clock. So the two see the
 same machine at the same moment (a shared 2-core machine's speed drifts by 5-10% within seconds,
 more than the 5% target), not one run after the other. With ``torch.compile`` each repeat runs
-in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.train.train` itself, as
+in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.training.train.train` itself, as
 ``python train.py`` runs it (TensorBoard logging, the throughput and NaN callbacks), with
 validation and checkpoints switched off, timed by a callback at the end of every batch. A step's
 time covers fetching its batch, forward, backward, clipping, the optimizer and everything the
@@ -25,11 +25,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from attnlab.data import RandomWindows
-from attnlab.lit_module import compiled_forward, split_runtime_options
+from attnlab.data.windows import RandomWindows
+from attnlab.training.lit_gpt import compiled_forward, split_runtime_options
 from attnlab.model import GPT, ModelConfig
-from attnlab.optim import OptimConfig, build_adamw, warmup_cosine
-from attnlab.runtime import keep_freed_memory
+from attnlab.training.optim import OptimConfig, build_adamw
+from attnlab.training.schedule import warmup_cosine
+from attnlab.system.memory import keep_freed_memory
 from bench import fresh
 from bench.common import compose, median
 
@@ -49,10 +50,10 @@ class HandLoop:
     (``model.compile=true``: the forward compiled as LitGPT compiles it). :meth:`step` runs batch k."""
 
     def __init__(self, overrides: list[str], steps: int):
-        from attnlab.train import build_datamodule
+        from attnlab.data.datamodule import TextDataModule
 
         cfg = compose(*overrides, f"trainer.max_steps={steps}")
-        dm = build_datamodule(cfg)
+        dm = TextDataModule.from_config(cfg)
         dm.setup("fit")
         L.seed_everything(cfg.seed, verbose=False)  # as train() does before building the model
         model_dict, compile_ = split_runtime_options(dict(cfg.model))
@@ -121,7 +122,7 @@ def step_times(started: float, times: list[float], warmup: int, loss: float) -> 
 def measure(overrides: list[str], steps: int, warmup: int) -> dict:
     """attnlab's training and the hand loop, ``steps`` steps each, taking turns step by step in
     this process: {"lightning": ..., "hand": ...}. The allocator is set as train() sets it."""
-    from attnlab.train import train
+    from attnlab.training.train import train
 
     keep_freed_memory()  # as train() does: both loops run with the same allocator settings
     StepClock.interleave = HandLoop(overrides, steps)
@@ -205,7 +206,7 @@ def variant(row: dict) -> str:
 
 def table(result: dict) -> str:
     lines = [
-        "attnlab's Lightning training (`attnlab.train.train`, validation and checkpoints off) against a "
+        "attnlab's Lightning training (`attnlab.training.train.train`, validation and checkpoints off) against a "
         "hand-written loop over the same model, batches and optimizer; each figure the median "
         "of the repeats' mean step time after warmup. The two loops run in one process taking "
         "turns step by step (after Lightning's step k a callback runs and times the hand loop's step k, and that "

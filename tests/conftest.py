@@ -1,17 +1,23 @@
-"""Shared fixtures: the seed sample, composed Hydra configs, and the repository's paths."""
+"""Shared fixtures: the seed sample, composed Hydra configs, the repository's paths, and the commands
+(``python train.py``, ``attnlab <tool>``) run as a user runs them."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import attnlab.cli  # noqa: F401  (registers the config resolvers, as every entry point does)
+from attnlab.system.resolvers import register_resolvers  # as every entry point does (attnlab.cli)
+
+register_resolvers()
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_SAMPLE = ROOT / "data" / "trans_instance.txt"
+ATTNLAB = Path(sys.executable).with_name("attnlab")  # `attnlab`, installed beside this Python by `make install`
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -40,3 +46,18 @@ def compose(tmp_path):
             )
 
     return _compose
+
+
+def _run(argv: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def run_train(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py *args``, as a user runs it."""
+    return _run([sys.executable, str(ROOT / "train.py"), *args], cwd, timeout)
+
+
+def run_tool(tool: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``attnlab <tool> *args``: the console script of the environment running the tests."""
+    return _run([str(ATTNLAB), tool, *args], cwd, timeout)

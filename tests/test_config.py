@@ -5,8 +5,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from attnlab.callbacks import LastCheckpoint
-from attnlab.train import validate_config
+from attnlab.training.callbacks import LastCheckpoint
+from attnlab.training.train import validate_config
 
 
 @pytest.mark.parametrize("data", ["shakespeare", "seed_sample"])

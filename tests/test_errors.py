@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from attnlab.errors import AttnlabError
-from attnlab.lit_module import LitGPT
-from attnlab.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
-from attnlab.train import train
+from attnlab.training.lit_gpt import LitGPT
+from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
+from attnlab.training.train import train
 from tests.conftest import ROOT
 
-FAST = ["data=seed_sample", "trainer.max_steps=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "model.d_model=32", "model.num_layers=1", "model.num_heads=2", "~logger"]
+FAST = ["debug=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2", "~logger"]
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
 """attnlab: train multi-head causal transformers from scratch, and see inside them.
 
+The package, by concept: model/ (pure torch), data/, training/ (Lightning), observe/, tools/
+(``attnlab <tool>``), runs/ (run folders, checkpoints), sweeps/, system/ (devices, DDP,
+resolvers); cli.py is the command line, errors.py and checks.py the one-line errors.
+
 A trained model outside training, without Lightning or Hydra::
 
     import attnlab, torch
-    from attnlab.generation import generate
+    from attnlab.model import generate
 
-    model, tokenizer = attnlab.load("exports/shakespeare")      # written by export.py
+    model, tokenizer = attnlab.load("exports/shakespeare")      # written by `attnlab export`
     ids = torch.as_tensor(tokenizer.encode("ROMEO:", respell=True)).long()
     text = tokenizer.decode([int(t) for t in generate(model, ids, 50, temperature=0.8)])
 """
@@ -18,7 +22,7 @@ __all__ = ["load"]
 
 
 def load(path, device="cpu"):
-    """``(model, tokenizer)`` from a folder written by ``export.py``; see :func:`attnlab.export.load`."""
-    from attnlab.export import load as load_export
+    """``(model, tokenizer)`` from a folder written by ``attnlab export``; see :func:`attnlab.tools.export.load`."""
+    from attnlab.tools.export import load as load_export
 
     return load_export(path, device)

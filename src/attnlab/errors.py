@@ -7,6 +7,11 @@ stderr and a non-zero exit, instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from typing import Iterator
+
 
 class AttnlabError(Exception):
     """A problem with the user's input, explained in one line."""
@@ -22,3 +27,19 @@ class DataError(AttnlabError):
 
 class CheckpointError(AttnlabError):
     """A checkpoint that is missing, unreadable or not attnlab's."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an :class:`AttnlabError` into one ``error: ...`` line on stderr and exit status 2.
+
+    ``HYDRA_FULL_ERROR=1`` keeps the traceback. (A sweep job does not get here: it records its
+    error and lets the sweep go on, see :func:`attnlab.sweeps.job.run_job`.)
+    """
+    try:
+        yield
+    except AttnlabError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)

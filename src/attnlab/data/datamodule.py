@@ -1,0 +1,227 @@
+"""Corpus -> token ids (cached once) -> sliding-window batches, as a LightningDataModule.
+
+The seed notebooks' batching, made exact and reproducible:
+
+* every window is ``x = ids[i : i+T]``, ``y = ids[i+1 : i+T+1]`` (``y`` is ``x`` shifted by one);
+* training draws random offsets ``i``; batch ``k`` of rank ``r`` depends only on ``(seed, r, k)``,
+  so a run is reproducible and can resume mid-stream;
+* validation walks fixed, non-overlapping windows over the whole val split. Every val token after
+  the first is predicted exactly once (the last, shorter window is padded with targets that the
+  loss ignores), so val figures are exact and comparable between runs. Under DDP each window goes
+  to exactly one process and the metric sums are added across processes.
+"""
+
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from attnlab.checks import from_dict, is_int, require_int
+from attnlab.data.corpus import prepare_named_corpus, read_corpus
+from attnlab.data.token_cache import load_or_build_tokens
+from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
+from attnlab.data.windows import RandomWindows, SequentialWindows
+from attnlab.errors import CheckpointError, ConfigError, DataError
+from attnlab.runs import layout
+
+log = logging.getLogger(__name__)
+
+
+
+
+@dataclass
+class DataConfig:
+    """``data.*`` (conf/data/*.yaml), checked: what text, how it is tokenized and batched."""
+
+    context_length: int  # T: tokens per window (the model reads it from here)
+    batch_size: int  # windows per step, per device
+    tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken"})  # conf/data/tokenizer/*.yaml
+    corpus: str | None = None  # a named corpus under paths.data_dir; ignored when path is set
+    path: str | None = None  # a .txt file or a folder of .txt files
+    cache_dir: str = "data/cache"  # token ids, keyed by corpus content and tokenizer
+    val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
+    num_workers: int = 0
+    name: str | None = None  # shown in logs; default the file's stem or the corpus name
+
+    def __post_init__(self) -> None:
+        if self.path is None and self.corpus is None:
+            raise ConfigError("no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare")
+        require_int(self.context_length, "data.context_length")
+        require_int(self.batch_size, "data.batch_size")
+        require_int(self.num_workers, "data.num_workers", minimum=0)
+        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < float(self.val_fraction) < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        self.val_fraction = float(self.val_fraction)
+        self.tokenizer = dict(self.tokenizer)
+        if self.name is None:
+            self.name = Path(str(self.path)).stem if self.path is not None else self.corpus
+        kind = self.tokenizer.get("kind", "tiktoken")
+        if kind == "char" and not self.corpus_vocab:
+            raise ConfigError("data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary "
+                              "is the corpus's characters); drop the override")
+        if self.max_vocab is not None:
+            if kind != "tiktoken" or not self.corpus_vocab:
+                raise ConfigError("data.tokenizer.max_vocab caps the corpus vocabulary of a tiktoken tokenizer (its rarer "
+                                  "tokens spelled with single bytes); use it with data/tokenizer=tiktoken and "
+                                  "corpus_vocab=true, or drop it")
+            if not is_int(self.max_vocab) or self.max_vocab <= 256:
+                raise ConfigError(f"data.tokenizer.max_vocab={self.max_vocab!r} leaves no room beside the 256 single-byte "
+                                  "fallback tokens; use an integer above 256 (e.g. 4096) or null")
+
+    @property
+    def corpus_vocab(self) -> bool:
+        return bool(self.tokenizer.get("corpus_vocab", True))
+
+    @property
+    def max_vocab(self) -> int | None:
+        return self.tokenizer.get("max_vocab")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+        return from_dict(cls, values, "data")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Corpus -> tokenizer -> cached ids -> train/val split by position -> window batches.
+
+    ``TextDataModule(seed=..., data_dir=..., **data)`` takes the keys of ``data.*``
+    (:class:`DataConfig`); :meth:`from_config` builds it from a run's whole config.
+    """
+
+    def __init__(self, *, seed: int = 0, data_dir: str = "data", **data: Any):
+        super().__init__()
+        self.cfg = DataConfig.from_dict(data)
+        self.seed, self.data_dir = seed, data_dir
+        self.name = self.cfg.name
+        self.context_length, self.batch_size = self.cfg.context_length, self.cfg.batch_size
+        self.tokenizer: Tokenizer | None = None
+        self.train_ids: np.ndarray | None = None
+        self.val_ids: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "TextDataModule":
+        """The data of a run's composed (or saved) config: ``data.*``, ``seed``, ``paths.data_dir``."""
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        return cls(**data, seed=cfg.seed, data_dir=cfg.paths.data_dir)
+
+    # -- preparing -----------------------------------------------------------------------------
+
+    def _source(self) -> Path:
+        if self.cfg.path is not None:
+            return Path(self.cfg.path)
+        return prepare_named_corpus(self.cfg.corpus, self.data_dir)
+
+    def _base_tokenizer(self):
+        tokenizer = self.cfg.tokenizer
+        return build_base_tokenizer(tokenizer.get("kind", "tiktoken"), tokenizer.get("encoding", "cl100k_base"))
+
+    def prepare_data(self) -> None:
+        """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
+        if self.tokenizer is None:  # set up already means prepared already
+            load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None:
+            return  # already set up (the entry point sets up before building the model)
+        base = self._base_tokenizer()
+        tokens = load_or_build_tokens(read_corpus(self._source()), base, self.cfg.cache_dir, self.cfg.max_vocab)
+        if self.cfg.corpus_vocab:
+            self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab)
+            ids = tokens.ids
+        else:
+            self.tokenizer = base
+            ids = tokens.base_ids().astype(np.uint32)
+        n = len(ids)
+        n_val = int(round(n * self.cfg.val_fraction))
+        need = self.context_length + 1
+        if n - n_val < need or n_val < need:
+            raise DataError(
+                f"corpus too short: {n} tokens split into {n - n_val} train / {n_val} val, but each split needs "
+                f"at least data.context_length+1 = {need}; use more text, a smaller data.context_length "
+                f"or another data.val_fraction"
+            )
+        self.train_ids, self.val_ids = ids[: n - n_val], ids[n - n_val :]
+        log.info("data %s: %d train / %d val tokens, vocabulary %d", self.name, n - n_val, n_val, self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        if self.tokenizer is None:
+            raise RuntimeError("call setup() first")
+        return self.tokenizer.vocab_size
+
+    # -- loaders -------------------------------------------------------------------------------
+
+    def _pin_memory(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _generator(self) -> torch.Generator:
+        """A loader's own generator: each ``iter(loader)`` draws a seed from it, and without one
+        that draw comes from the global RNG, shifting dropout's random numbers at every
+        validation and making a resumed run (which restores the global RNG) differ."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        num_batches, start, rank = None, 0, 0
+        if trainer is not None:
+            rank = trainer.global_rank
+            if trainer.max_steps > 0:
+                num_batches = trainer.max_steps * trainer.accumulate_grad_batches
+            start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
+        dataset = RandomWindows(self.train_ids, self.context_length, self.batch_size, self.seed,
+                                num_batches=num_batches, start=start, rank=rank)
+        # The dataset yields whole batches (vectorised gather), so the loader does no batching.
+        return DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
+                          generator=self._generator())
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = SequentialWindows(self.val_ids, self.context_length)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=self._val_sampler(dataset),
+                          shuffle=False, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
+                          generator=self._generator())
+
+    def _val_sampler(self, dataset: SequentialWindows) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, windows rank, rank+W, rank+2W, ... for each of the W processes: every window
+        on exactly one process (Lightning's default DistributedSampler would pad with repeats)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        if len(dataset) < trainer.world_size:
+            raise DataError(
+                f"the validation split has {len(dataset)} windows of data.context_length={self.context_length}, fewer "
+                f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or fewer devices"
+            )
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)
+
+
+def run_validation_ids(run_dir: Path, tokenizer: Tokenizer, instead: str) -> np.ndarray:
+    """The validation split of the run in ``run_dir``, rebuilt from its ``config.yaml``, checked
+    against the checkpoint's ``tokenizer``; ``instead`` is the fix the error lines offer."""
+    config = layout.config_file(run_dir)
+    if not config.is_file():
+        raise CheckpointError(f"no {layout.CONFIG_FILE} in {run_dir} to rebuild the run's validation split; {instead}")
+    datamodule = TextDataModule.from_config(OmegaConf.load(config))
+    datamodule.setup("validate")
+    if not _same_vocabulary(datamodule.tokenizer, tokenizer):
+        raise DataError(f"the corpus of {run_dir} has changed since training (its vocabulary differs from the "
+                        f"checkpoint's); {instead}")
+    return datamodule.val_ids
+
+
+def _same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    return all(torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k] for k in sa)

@@ -1,0 +1,170 @@
+"""The TensorBoard callbacks of every run (conf/callbacks/default.yaml): attention maps (IMAGES),
+samples (TEXT), tokens/s (SCALARS), and the run record (model summary, HPARAMS).
+
+They write to every TensorBoard logger of the trainer (other loggers get the scalars only). Images
+and text are filed under the same step as the validation scalars, so the IMAGES and TEXT tabs line
+up with the SCALARS tab: Lightning files a validation that runs after ``n`` training steps under
+step ``n - 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+
+from attnlab.observe.attention_maps import attention_images
+from attnlab.observe.hparams import flat_hparams, log_hparams
+from attnlab.observe.probe import default_probe, probe_ids
+from attnlab.observe.samples import sample_markdown
+from attnlab.observe.summary import model_summary
+from attnlab.runs import layout
+from attnlab.runs.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def tensorboard_writers(trainer: L.Trainer) -> list:
+    """The SummaryWriters of the trainer's TensorBoard loggers (rank zero only has them)."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def logged_step(trainer: L.Trainer) -> int:
+    """The step Lightning files the current validation's scalars under (see module docstring)."""
+    return max(trainer.global_step - 1, 0)
+
+
+def _val_ids(trainer: L.Trainer) -> np.ndarray | None:
+    datamodule = getattr(trainer, "datamodule", None)
+    return getattr(datamodule, "val_ids", None)
+
+
+# --------------------------------------------------------------------------------------------
+# Attention maps
+# --------------------------------------------------------------------------------------------
+
+
+class AttentionMaps(L.Callback):
+    """Log every layer's attention on a fixed probe text (IMAGES tab) at each validation end,
+    and every ``every_n_steps`` training steps when set.
+
+    Tags ``attention/layer_{i}`` (a grid of all heads) and ``attention/layer_{i}_mean``. The
+    probe runs the trained weights through the ``explicit`` attention path in eval mode; training
+    keeps its own path and pays nothing between logs.
+    """
+
+    def __init__(self, text: str | None = None, every_n_steps: int | None = None):
+        self.text = text
+        self.every_n_steps = every_n_steps
+        self.ids: torch.Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        tokenizer = pl_module.tokenizer
+        if tokenizer is not None:
+            self.ids = probe_ids(self.text, tokenizer, _val_ids(trainer), pl_module.model.cfg.context_length)
+
+    def log_maps(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        writers = tensorboard_writers(trainer)
+        if not writers or self.ids is None or not trainer.is_global_zero:
+            return
+        images = attention_images(pl_module.model, pl_module.tokenizer, self.ids, caption=f"step {step}")
+        for writer in writers:
+            for tag, image in images.items():
+                writer.add_image(tag, image, step, dataformats="HWC")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.log_maps(trainer, pl_module, logged_step(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.log_maps(trainer, pl_module, logged_step(trainer))
+
+
+class Samples(L.Callback):
+    """At each validation end, continue a fixed prompt (greedy and one seeded sample) and log the
+    text under ``samples`` (TEXT tab). Default prompt: the start of the validation text."""
+
+    def __init__(self, prompt: str | None = None, max_new_tokens: int = 64, temperature: float = 0.8,
+                 top_k: int | None = 200, seed: int = 0, prompt_tokens: int = 8):
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+        self.prompt_tokens = prompt_tokens
+        self.ids: torch.Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        tokenizer = pl_module.tokenizer
+        if tokenizer is None:
+            return
+        if self.prompt:
+            ids = tokenizer.encode(self.prompt, respell=True)
+        else:
+            val_ids = _val_ids(trainer)
+            context_length = pl_module.model.cfg.context_length
+            ids = default_probe(tokenizer, val_ids, context_length)[: self.prompt_tokens] if val_ids is not None else []
+        if len(ids):
+            self.ids = torch.from_numpy(np.asarray(ids[-pl_module.model.cfg.context_length:], dtype=np.int64))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        writers = tensorboard_writers(trainer)
+        if trainer.sanity_checking or not writers or self.ids is None or not trainer.is_global_zero:
+            return
+        text = sample_markdown(pl_module.model, pl_module.tokenizer, self.ids, self.max_new_tokens,
+                               self.temperature, self.top_k, self.seed)
+        for writer in writers:
+            writer.add_text("samples", text, logged_step(trainer))
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput
+# --------------------------------------------------------------------------------------------
+
+
+class Throughput(L.Callback):
+    """``train/tokens_per_sec``: training tokens (all processes) per second of wall clock between
+    logs, validation excluded. Reads only shapes and the clock: no device synchronisation."""
+
+    def __init__(self):
+        self.last: float | None = None
+        self.tokens, self.seconds = 0, 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self.last is not None:  # the time since the previous batch ended: loading, step, logging
+            x = batch[0]  # (B, T)
+            self.tokens += x.numel() * trainer.world_size
+            self.seconds += now - self.last
+        self.last = now
+        if self.seconds > 0 and trainer.global_step % trainer.log_every_n_steps == 0:
+            pl_module.log("train/tokens_per_sec", self.tokens / self.seconds)
+            self.tokens, self.seconds = 0, 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.last = None  # the next interval starts after validation
+
+    on_train_start = on_validation_start
+
+
+class RunRecord(L.Callback):
+    """At fit start (rank zero): print the model summary and save it as ``<run>/model_summary.txt``;
+    record the run's hyperparameters (from its ``config.yaml``, which the train task saves before
+    fitting) for the HPARAMS tab."""
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        summary = model_summary(pl_module.model)
+        log.info("model summary\n%s", summary)
+        atomic_write_text(self.output_dir / layout.MODEL_SUMMARY, summary + "\n")
+        config = layout.config_file(self.output_dir)
+        hparams = flat_hparams(OmegaConf.load(config)) if config.is_file() else {}
+        log_hparams(trainer, hparams, pl_module.model.num_parameters())

@@ -1,0 +1,112 @@
+"""Writing and reading attnlab checkpoints (where they are: :mod:`attnlab.runs.layout`).
+
+A checkpoint is Lightning's dict: ``state_dict`` (the LitGPT's tensors, model under ``model.``),
+``hyper_parameters`` (``model`` and ``optim`` dicts), ``tokenizer`` (attnlab's tokenizer state)
+and the trainer's own state. It is read with ``torch.load(weights_only=True)``: tensors and plain
+containers only, so opening a checkpoint never runs code stored in it. That holds for every
+reader: :func:`read_checkpoint` (the tools: attend, generate, eval, export) and :class:`SafeCheckpointIO`,
+through which Lightning saves checkpoints and loads the one a run resumes from. It also writes
+atomically (:mod:`attnlab.runs.atomic`): a kill during a save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from attnlab.data.tokenizer import Tokenizer, tokenizer_from_state
+from attnlab.errors import CheckpointError
+from attnlab.model import GPT, ModelConfig
+from attnlab.runs.atomic import atomic_write, remove_stale_temps
+from attnlab.runs.layout import find_checkpoint
+
+
+def safe_load(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``: a checkpoint dict, never code from the file.
+
+    A truncated file, a foreign pickle (one that names a class or function to call) or anything
+    not an attnlab checkpoint raises :class:`CheckpointError` with one line.
+    """
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated file, foreign pickle, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({first[:200]}); it is damaged or not an attnlab checkpoint"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise CheckpointError(f"{path} is not an attnlab checkpoint (no state_dict / hyper_parameters)")
+    return checkpoint
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict (from a file or a run folder), loaded on CPU without executing anything."""
+    return safe_load(find_checkpoint(path))
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made crash-safe and code-free.
+
+    * save: ``torch.save`` into a temporary file beside the target, ``fsync``, ``os.replace``;
+      a temporary file left by a save that was killed is removed by the next save;
+    * load (``trainer.fit(ckpt_path=...)``): :func:`safe_load`, i.e. ``weights_only=True``
+      whatever the caller asks, with the one-line :class:`CheckpointError` for bad files.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+        remove_stale_temps(path)
+
+    def load_checkpoint(self, path: str | Path, map_location: Callable | Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file that a run saved")
+        return safe_load(p, map_location=map_location or "cpu")
+
+
+# What the weights depend on. dropout and the attention implementation may change between a
+# checkpoint and the run that loads it: same parameters, same function at eval time.
+ARCHITECTURE_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("dropout", "attention"))
+
+
+def model_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``["d_model 32 -> 64", ...]``: the architecture hyperparameters where ``wanted`` differs
+    from ``saved`` (both ``ModelConfig`` dicts, defaults filled in)."""
+    old, new = ModelConfig.from_dict(dict(saved)), ModelConfig.from_dict(dict(wanted))
+    return [f"{k} {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in ARCHITECTURE_KEYS
+            if getattr(old, k) != getattr(new, k)]
+
+
+def require_same_model(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse to load checkpoint ``path`` (model hyperparameters ``saved``) into a model built from
+    ``wanted`` unless their architectures agree."""
+    differ = model_mismatch(saved, wanted)
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {path} holds a different model ({', '.join(differ)}, checkpoint -> config); "
+            f"drop the overrides that change it, or train a new run without resume/ckpt_path"
+        )
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[GPT, Tokenizer]:
+    """The trained GPT (eval mode, CPU) and its tokenizer."""
+    cfg = ModelConfig.from_dict(dict(checkpoint["hyper_parameters"]["model"]))
+    model = GPT(cfg)
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    if "tokenizer" not in checkpoint:
+        raise CheckpointError("the checkpoint has no tokenizer state; it was not written by attnlab")
+    return model.eval(), tokenizer_from_state(checkpoint["tokenizer"])
+
+
+def load_model(path: str | Path) -> tuple[GPT, Tokenizer]:
+    """``load_model(ckpt or run dir)`` -> (GPT in eval mode on CPU, tokenizer)."""
+    return model_from_checkpoint(read_checkpoint(path))

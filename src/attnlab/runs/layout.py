@@ -1,0 +1,85 @@
+"""What a run folder holds, and where: the one place these names are spelled (no torch, no Lightning).
+
+    <run>/
+      config.yaml              the resolved config; resume=<run> reads it back
+      .hydra/                  Hydra's record of each launch (.hydra/resume-<time>/ for a resume)
+      train.log                the log (Hydra's, named after hydra.job.name)
+      metrics.json             the job record: overrides, status, final metrics, wall time
+      model_summary.txt        parameters per module
+      tensorboard/             TensorBoard events
+      checkpoints/best.ckpt    the lowest val/loss so far
+      checkpoints/last.ckpt    the latest training state, to resume from
+      eval/<ckpt>-<data>.json  figures written by ``attnlab eval``
+      attention/               PNG maps written by ``attnlab attend``
+
+conf/callbacks/default.yaml and conf/logger/ name the checkpoint and TensorBoard folders for
+Lightning; a test checks that they agree with the names here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnlab.errors import CheckpointError
+
+CONFIG_FILE = "config.yaml"
+HYDRA_DIR = ".hydra"
+JOB_RECORD = "metrics.json"
+MODEL_SUMMARY = "model_summary.txt"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_DIR = "checkpoints"
+BEST = "best"  # checkpoint file stems, as ModelCheckpoint / LastCheckpoint take them
+LAST = "last"
+EVAL_DIR = "eval"
+ATTENTION_DIR = "attention"
+
+
+def config_file(run: Path) -> Path:
+    return Path(run) / CONFIG_FILE
+
+
+def job_record(run: Path) -> Path:
+    return Path(run) / JOB_RECORD
+
+
+def checkpoint_file(run: Path, stem: str) -> Path:
+    """``<run>/checkpoints/<stem>.ckpt`` (stem: :data:`BEST` or :data:`LAST`)."""
+    return Path(run) / CHECKPOINT_DIR / f"{stem}.ckpt"
+
+
+def last_checkpoint(run: Path) -> Path:
+    return checkpoint_file(run, LAST)
+
+
+def relative_last_checkpoint() -> str:
+    """``checkpoints/last.ckpt``, as error lines show it."""
+    return f"{CHECKPOINT_DIR}/{LAST}.ckpt"
+
+
+def run_of_checkpoint(ckpt: Path) -> Path:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
+
+
+def saved_run(ckpt: Path) -> Path | None:
+    """The run folder ``ckpt`` belongs to, if it is one (it has a ``config.yaml``)."""
+    run = run_of_checkpoint(ckpt)
+    return run if config_file(run).is_file() else None
+
+
+def find_checkpoint(path: str | Path | None) -> Path:
+    """A checkpoint file from a file path or a run folder (its ``best.ckpt``, else ``last.ckpt``)."""
+    if path is None or str(path) in ("", "???"):  # ??? is Hydra's "mandatory, not set"
+        raise CheckpointError("no model given; pass ckpt_path=<run folder or .ckpt file>")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for stem in (BEST, LAST):
+            if checkpoint_file(p, stem).is_file():
+                return checkpoint_file(p, stem)
+        raise CheckpointError(
+            f"no {CHECKPOINT_DIR}/{BEST}.ckpt or {relative_last_checkpoint()} in {p}; pass a run folder or a .ckpt file"
+        )
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist; pass a run folder or a .ckpt file")
+    return p

@@ -1,0 +1,138 @@
+"""The training task: a composed Hydra config in, a trained model and its metrics out.
+
+Read as a recipe: resume? -> check the config -> data -> model -> trainer with the callbacks and
+loggers of conf/ -> fit -> the final line. ``train.py`` at the repository root runs it as one job
+(:func:`attnlab.sweeps.job.run_job`) through :func:`attnlab.cli.run_hydra_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
+from omegaconf import DictConfig, OmegaConf
+
+from attnlab.data.datamodule import TextDataModule
+from attnlab.errors import ConfigError
+from attnlab.model import ModelConfig
+from attnlab.runs import layout
+from attnlab.runs.atomic import atomic_write_text
+from attnlab.runs.checkpoint import SafeCheckpointIO, require_same_model, safe_load
+from attnlab.runs.resume import resume_config
+from attnlab.system.console import tidy_output
+from attnlab.system.distributed import use_rank_command
+from attnlab.system.hardware import check_devices
+from attnlab.system.memory import keep_freed_memory
+from attnlab.training.lit_gpt import LitGPT, split_runtime_options
+from attnlab.training.optim import OptimConfig
+
+log = logging.getLogger(__name__)
+
+
+def _container(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
+    model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
+    ModelConfig.from_dict({**model, "vocab_size": 1})
+    OptimConfig.from_dict(_container(cfg.optim))
+    check_devices(_container(cfg.trainer))
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    """The Trainer with the callbacks of ``callbacks.*`` and the loggers of ``logger.*`` (each built
+    with ``hydra.utils.instantiate``); Lightning's objections to ``trainer.*`` as one line."""
+    trainer_args = _container(cfg.trainer)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.distributed)
+    try:
+        trainer = L.Trainer(**trainer_args, callbacks=callbacks,
+                            logger=loggers or False, default_root_dir=str(output_dir), plugins=[SafeCheckpointIO()])
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"invalid trainer config: {str(err).strip().splitlines()[0]}") from None
+    cores = os.cpu_count() or 1
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > cores:
+        raise ConfigError(
+            f"trainer.devices={trainer_args.get('devices')} asks for {trainer.num_devices} CPU processes but this "
+            f"machine has {cores} cores and no GPU in use; set trainer.devices=1 (or at most {cores})"
+        )
+    return trainer
+
+
+def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    """Read the checkpoint a run resumes from (weights_only; one line if damaged); its model hyperparameters."""
+    saved = safe_load(checkpoint)
+    if saved.get("global_step", 0) >= cfg.trainer.max_steps:
+        raise ConfigError(
+            f"{checkpoint} is at step {saved['global_step']}, already trainer.max_steps={cfg.trainer.max_steps}; "
+            f"resume with a larger trainer.max_steps to train on"
+        )
+    return saved["hyper_parameters"]["model"]
+
+
+def save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """``<run>/config.yaml``: the resolved config, which a resumed run reads back (written atomically)."""
+    atomic_write_text(layout.config_file(output_dir), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as ``cfg`` says; return the final metrics (``val/loss``, ``val/bpb``, ...)."""
+    started = time.perf_counter()
+    tidy_output()
+    cfg, resume_from = resume_config(cfg)  # resume=<run> / ckpt_path=: the run's own config and folder
+    validate_config(cfg)
+    resumed_model = check_resumable(cfg, resume_from) if resume_from else None
+    if cfg.get("system", {}).get("keep_freed_memory", False):
+        keep_freed_memory()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    trainer = build_trainer(cfg, output_dir)
+
+    datamodule = TextDataModule.from_config(cfg)
+    datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
+    module = LitGPT(
+        model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
+        optim=_container(cfg.optim),
+        tokenizer=datamodule.tokenizer,
+    )
+    if resume_from:
+        require_same_model(resume_from, resumed_model, module.hparams["model"])
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.is_global_zero:
+        save_config(cfg, output_dir)
+    log.info("run folder %s", output_dir)  # the model summary follows when fit starts (callbacks.run_record)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["model/num_parameters"] = module.model.num_parameters()
+    metrics["steps"] = trainer.global_step
+    metrics["seconds"] = time.perf_counter() - started
+    if trainer.is_global_zero:
+        print(final_line(output_dir, metrics), flush=True)
+    return metrics
+
+
+def final_line(output_dir: Path, metrics: dict[str, float]) -> str:
+    try:
+        shown = output_dir.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = output_dir
+    minutes, seconds = divmod(int(metrics.get("seconds", 0)), 60)
+    figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("val/loss", "val/bpb") if k in metrics)
+    return f"run {shown}  {figures}  ({metrics.get('steps', 0)} steps, {minutes}m{seconds:02d}s)"
