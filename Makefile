@@ -9,7 +9,7 @@ TB_HOST ?= 127.0.0.1
 TB_PORT ?= 6006
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test bench tensorboard clean
+.PHONY: help install data train test lint bench tensorboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+	@echo "installed; run 'source .venv/bin/activate' so that python and attnlab are this project's"
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies (torch 2.13.0)
 
@@ -28,8 +29,12 @@ data: $(STAMP)  ## fetch and prepare the default corpus (Shakespeare) into data/
 train: data  ## train the default model (extra Hydra overrides: make train ARGS="model.num_heads=8")
 	$(PY) train.py $(ARGS)
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the test suite (quick loop, under a minute: make test ARGS="-m 'not slow'")
 	$(PY) -m pytest -q tests $(ARGS)
+
+lint: $(STAMP)  ## ruff: lint and format check (ruff format . fixes the format)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU -> docs/benchmarks.md, bench/results.json
 	$(PY) -m bench.run $(ARGS)

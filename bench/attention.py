@@ -60,8 +60,10 @@ def cell_memory(T: int, impl: str, d_model: int, num_heads: int, readings: int) 
     del tiny, tiny_x
     attn, x = layer_and_input(T, d_model, num_heads)
     # the largest of a few readings: the kernel's high-water mark can miss a peak, never invent one
-    return {f"{key}_peak_mib": max(peak_bytes(lambda: run_layer(attn, impl, x, backward)) for _ in range(readings)) / 2**20
-            for backward, key in ((False, "forward"), (True, "forward_backward"))}
+    return {
+        f"{key}_peak_mib": max(peak_bytes(lambda: run_layer(attn, impl, x, backward)) for _ in range(readings)) / 2**20
+        for backward, key in ((False, "forward"), (True, "forward_backward"))
+    }
 
 
 def measure_lengths(lengths: list[int], d_model: int, num_heads: int, repeats: int) -> list[dict]:
@@ -73,14 +75,26 @@ def measure_lengths(lengths: list[int], d_model: int, num_heads: int, repeats: i
             reps = 1 if impl == "naive" and T >= 1024 else repeats
             row = {"T": T, "impl": impl, "repeats": reps}
             for backward, key in ((False, "forward"), (True, "forward_backward")):
-                row[f"{key}_ms"] = 1e3 * median_seconds(lambda: run_layer(attn, impl, x, backward), reps,
-                                                        warmup=1 if reps > 1 else 0)
-            row.update(fresh.call("bench.attention:cell_memory", T=T, impl=impl, d_model=d_model,
-                                  num_heads=num_heads, readings=min(3, reps)))
+                row[f"{key}_ms"] = 1e3 * median_seconds(
+                    lambda: run_layer(attn, impl, x, backward), reps, warmup=1 if reps > 1 else 0
+                )
+            row.update(
+                fresh.call(
+                    "bench.attention:cell_memory",
+                    T=T,
+                    impl=impl,
+                    d_model=d_model,
+                    num_heads=num_heads,
+                    readings=min(3, reps),
+                )
+            )
             rows.append(row)
-            print(f"  attention T={T:5d} {impl:8s} fwd {row['forward_ms']:9.2f} ms  fwd+bwd "
-                  f"{row['forward_backward_ms']:9.2f} ms  peak {row['forward_peak_mib']:7.1f} / "
-                  f"{row['forward_backward_peak_mib']:7.1f} MiB", flush=True)
+            print(
+                f"  attention T={T:5d} {impl:8s} fwd {row['forward_ms']:9.2f} ms  fwd+bwd "
+                f"{row['forward_backward_ms']:9.2f} ms  peak {row['forward_peak_mib']:7.1f} / "
+                f"{row['forward_backward_peak_mib']:7.1f} MiB",
+                flush=True,
+            )
     return rows
 
 
@@ -98,8 +112,11 @@ def measure_training_shape(lengths: list[int], tokens: int, d_model: int, num_he
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 row[f"{impl}_ms"] = 1e3 * median_seconds(lambda: run_layer(attn, impl, x, backward=True), repeats)
         rows.append(row)
-        print(f"  attention bf16 training shape T={T:5d} B={row['batch']:4d}: explicit {row['explicit_ms']:7.2f} ms, "
-              f"sdpa {row['sdpa_ms']:7.2f} ms", flush=True)
+        print(
+            f"  attention bf16 training shape T={T:5d} B={row['batch']:4d}: explicit {row['explicit_ms']:7.2f} ms, "
+            f"sdpa {row['sdpa_ms']:7.2f} ms",
+            flush=True,
+        )
     return rows
 
 
@@ -133,10 +150,20 @@ def run(quick: bool = False) -> dict:
     repeats = 1 if quick else 5
     d_model, num_heads = 256, 4
     return {
-        "d_model": d_model, "num_heads": num_heads, "batch": 1, "repeats": repeats, "dtype": "float32",
+        "d_model": d_model,
+        "num_heads": num_heads,
+        "batch": 1,
+        "repeats": repeats,
+        "dtype": "float32",
         "lengths": measure_lengths(lengths, d_model, num_heads, repeats),
-        "training_shape": {"tokens": 256 if quick else 4096, "d_model": 128, "num_heads": 4, "rows": measure_training_shape(
-            [32] if quick else [64, 128, 256, 512, 1024], 256 if quick else 4096, 128, 4, repeats)},
+        "training_shape": {
+            "tokens": 256 if quick else 4096,
+            "d_model": 128,
+            "num_heads": 4,
+            "rows": measure_training_shape(
+                [32] if quick else [64, 128, 256, 512, 1024], 256 if quick else 4096, 128, 4, repeats
+            ),
+        },
         "seed_attention": seed_attention(number=100 if quick else 10_000, repeats=repeats),
     }
 
@@ -154,19 +181,31 @@ def table(result: dict) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in result["lengths"]:
-        lines.append(f"| {r['T']} | {r['impl']} | {r['forward_ms']:.2f} | {r['forward_backward_ms']:.2f} | "
-                     f"{r['forward_peak_mib']:.1f} | {r['forward_backward_peak_mib']:.1f} |")
+        lines.append(
+            f"| {r['T']} | {r['impl']} | {r['forward_ms']:.2f} | {r['forward_backward_ms']:.2f} | "
+            f"{r['forward_peak_mib']:.1f} | {r['forward_backward_peak_mib']:.1f} |"
+        )
     s = result["seed_attention"]
-    lines += ["", f"The seed's single attention (a 6×3 input, d_k 4, no batch), per call, median of "
-                  f"{result['repeats']} × {s['calls_per_repeat']:,} calls: written out (QKᵀ/√d_k, softmax, ·V) "
-                  f"{s['written_out_us']:.1f} µs, `scaled_dot_product_attention` {s['sdpa_us']:.1f} µs."]
+    lines += [
+        "",
+        f"The seed's single attention (a 6×3 input, d_k 4, no batch), per call, median of "
+        f"{result['repeats']} × {s['calls_per_repeat']:,} calls: written out (QKᵀ/√d_k, softmax, ·V) "
+        f"{s['written_out_us']:.1f} µs, `scaled_dot_product_attention` {s['sdpa_us']:.1f} µs.",
+    ]
     if "training_shape" in result:
         t = result["training_shape"]
-        lines += ["", f"At a training batch under bf16 autocast (as training runs on a CPU with native bf16): "
-                      f"{t['tokens']:,} tokens a batch (B = {t['tokens']:,} / T), d_model {t['d_model']}, "
-                      f"{t['num_heads']} heads, one layer's forward+backward, median of {result['repeats']} runs.",
-                  "", "| T | B | explicit (ms) | sdpa (ms) | sdpa / explicit |", "| ---: | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {r['T']} | {r['batch']} | {r['explicit_ms']:.2f} | {r['sdpa_ms']:.2f} | "
-                  f"{r['sdpa_ms'] / r['explicit_ms']:.2f}× |" for r in t["rows"]]
+        lines += [
+            "",
+            f"At a training batch under bf16 autocast (as training runs on a CPU with native bf16): "
+            f"{t['tokens']:,} tokens a batch (B = {t['tokens']:,} / T), d_model {t['d_model']}, "
+            f"{t['num_heads']} heads, one layer's forward+backward, median of {result['repeats']} runs.",
+            "",
+            "| T | B | explicit (ms) | sdpa (ms) | sdpa / explicit |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['T']} | {r['batch']} | {r['explicit_ms']:.2f} | {r['sdpa_ms']:.2f} | "
+            f"{r['sdpa_ms'] / r['explicit_ms']:.2f}× |"
+            for r in t["rows"]
+        ]
     return "\n".join(lines)
-

@@ -35,22 +35,41 @@ ABLATIONS = {  # the preset with one choice undone: (what changes, overrides)
 # quiet, and nothing after the budget that does not change the figures
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.attention", "~callbacks.samples"]
 # --quick: the seed sample and a tiny model for 2 s (a smoke test of the code path)
-QUICK = ["data=seed_sample", "data.context_length=8", "data.batch_size=4", "model.d_model=16", "model.num_heads=2",
-         "model.num_layers=1"]
+QUICK = [
+    "data=seed_sample",
+    "data.context_length=8",
+    "data.batch_size=4",
+    "model.d_model=16",
+    "model.num_heads=2",
+    "model.num_layers=1",
+]
 
 
 def train_for(overrides: list[str], budget: str, run_dir: Path) -> dict:
     """One ``train.py`` run in a fresh process with a wall-clock budget; its final figures."""
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, *QUIET, f"trainer.max_time={budget}",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *overrides,
+        *QUIET,
+        f"trainer.max_time={budget}",
+        f"hydra.run.dir={run_dir}",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    print(f"  budget {' '.join(overrides) or 'default'}: val/bpb {metrics['val/bpb']:.4f} "
-          f"({metrics['steps']} steps)", flush=True)
-    return {"val_bpb": metrics["val/bpb"], "val_loss": metrics["val/loss"], "steps": int(metrics["steps"]),
-            "parameters": int(metrics["model/num_parameters"]), "run_s": metrics["seconds"]}
+    print(
+        f"  budget {' '.join(overrides) or 'default'}: val/bpb {metrics['val/bpb']:.4f} ({metrics['steps']} steps)",
+        flush=True,
+    )
+    return {
+        "val_bpb": metrics["val/bpb"],
+        "val_loss": metrics["val/loss"],
+        "steps": int(metrics["steps"]),
+        "parameters": int(metrics["model/num_parameters"]),
+        "run_s": metrics["seconds"],
+    }
 
 
 def measure(configs: dict[str, list[str]], quick: bool) -> dict:
@@ -70,8 +89,9 @@ def run(quick: bool = False) -> dict:
 
 def run_ablation(quick: bool = False) -> dict:
     ablations = dict(list(ABLATIONS.items())[:1]) if quick else ABLATIONS
-    return measure({"speedrun_cpu (all choices)": PRESET,
-                    **{name: [*PRESET, *undo] for name, undo in ablations.items()}}, quick)
+    return measure(
+        {"speedrun_cpu (all choices)": PRESET, **{name: [*PRESET, *undo] for name, undo in ablations.items()}}, quick
+    )
 
 
 def table(result: dict) -> str:
@@ -82,8 +102,10 @@ def table(result: dict) -> str:
         "| config | val/bpb | val/loss | steps in the budget | parameters |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {r['config']} | {r['val_bpb']:.4f} | {r['val_loss']:.4f} | {r['steps']:,} | {r['parameters']:,} |"
-              for r in result["rows"]]
+    lines += [
+        f"| {r['config']} | {r['val_bpb']:.4f} | {r['val_loss']:.4f} | {r['steps']:,} | {r['parameters']:,} |"
+        for r in result["rows"]
+    ]
     return "\n".join(lines)
 
 

@@ -8,12 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from attnlab.data.corpus import prepare_named_corpus, read_corpus
-from attnlab.data.windows import RandomWindows
 from attnlab.data.token_cache import load_or_build_tokens
 from attnlab.data.tokenizer import build_base_tokenizer
+from attnlab.data.windows import RandomWindows
 from bench.common import ROOT, median, median_seconds
 
 TOKENIZERS = {"cl100k corpus vocabulary": ("tiktoken", 16), "char": ("char", 12)}  # kind, batch size
@@ -44,13 +42,29 @@ def run(quick: bool = False) -> dict:
         windows = RandomWindows(tokens.ids, context_length, batch_size, seed=0)
         k = iter(range(10**9))
         batch_s = median_seconds(lambda: windows.batch(next(k)), repeats, number=200)
-        rows.append({"tokenizer": name, "tokens": int(len(tokens.ids)), "vocabulary": int(len(tokens.vocab)),
-                     "first_tokenization_s": median(first), "cached_load_s": median(cached),
-                     "batch_size": batch_size, "context_length": context_length, "batch_us": 1e6 * batch_s})
-        print(f"  data {name}: first {median(first):.3f} s, cached {median(cached):.3f} s, "
-              f"batch {1e6 * batch_s:.1f} us", flush=True)
-    return {"corpus": str(source.relative_to(ROOT)), "bytes": len(corpus.text.encode("utf-8")), "repeats": repeats,
-            "read_s": read_s, "rows": rows}
+        rows.append(
+            {
+                "tokenizer": name,
+                "tokens": int(len(tokens.ids)),
+                "vocabulary": int(len(tokens.vocab)),
+                "first_tokenization_s": median(first),
+                "cached_load_s": median(cached),
+                "batch_size": batch_size,
+                "context_length": context_length,
+                "batch_us": 1e6 * batch_s,
+            }
+        )
+        print(
+            f"  data {name}: first {median(first):.3f} s, cached {median(cached):.3f} s, batch {1e6 * batch_s:.1f} us",
+            flush=True,
+        )
+    return {
+        "corpus": str(source.relative_to(ROOT)),
+        "bytes": len(corpus.text.encode("utf-8")),
+        "repeats": repeats,
+        "read_s": read_s,
+        "rows": rows,
+    }
 
 
 def table(result: dict, step_ms: dict[str, float] | None = None) -> str:
@@ -70,7 +84,8 @@ def table(result: dict, step_ms: dict[str, float] | None = None) -> str:
     for r in result["rows"]:
         step = step_ms.get(r["tokenizer"])
         share = f"{100 * r['batch_us'] / (1e3 * step):.2f}%" if step else "n/a"
-        lines.append(f"| {r['tokenizer']} | {r['tokens']:,} | {r['vocabulary']:,} | {r['first_tokenization_s']:.3f} | "
-                     f"{r['cached_load_s']:.3f} | {r['batch_size']}×{r['context_length']} | {r['batch_us']:.1f} | {share} |")
+        lines.append(
+            f"| {r['tokenizer']} | {r['tokens']:,} | {r['vocabulary']:,} | {r['first_tokenization_s']:.3f} | "
+            f"{r['cached_load_s']:.3f} | {r['batch_size']}×{r['context_length']} | {r['batch_us']:.1f} | {share} |"
+        )
     return "\n".join(lines)
-

@@ -30,8 +30,13 @@ def call(target: str, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
     The child's output goes to stderr, so a caller's stdout stays its own."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        subprocess.run([sys.executable, "-m", "bench.fresh", target, json.dumps(kwargs), str(out)], cwd=ROOT,
-                       check=True, stdout=sys.stderr, env={**os.environ, **(env or {})})
+        subprocess.run(
+            [sys.executable, "-m", "bench.fresh", target, json.dumps(kwargs), str(out)],
+            cwd=ROOT,
+            check=True,
+            stdout=sys.stderr,
+            env={**os.environ, **(env or {})},
+        )
         return json.loads(out.read_text())
 
 

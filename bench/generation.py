@@ -10,10 +10,10 @@ import time
 
 import torch
 
+from attnlab.data.datamodule import TextDataModule
+from attnlab.model import GPT, ModelConfig
 from attnlab.model.sampling import generate
 from attnlab.training.lit_gpt import split_runtime_options
-from attnlab.model import GPT, ModelConfig
-from attnlab.data.datamodule import TextDataModule
 from bench.common import compose, median
 
 
@@ -45,8 +45,15 @@ def run(quick: bool = False) -> dict:
         torch.manual_seed(0)
         model = GPT(ModelConfig.from_dict({**model_dict, "vocab_size": dm.vocab_size})).eval()
         timed_generation(model, 8, use_cache=True)  # warm up: first calls allocate and pick kernels
-        row = {"context_length": context, "new_tokens": new_tokens, "repeats": repeats, "vocab_size": dm.vocab_size,
-               "d_model": model.cfg.d_model, "num_layers": model.cfg.num_layers, "num_heads": model.cfg.num_heads}
+        row = {
+            "context_length": context,
+            "new_tokens": new_tokens,
+            "repeats": repeats,
+            "vocab_size": dm.vocab_size,
+            "d_model": model.cfg.d_model,
+            "num_layers": model.cfg.num_layers,
+            "num_heads": model.cfg.num_heads,
+        }
         tokens = {}
         for use_cache, key in ((True, "cache"), (False, "no_cache")):
             totals, steps = [], []
@@ -61,9 +68,12 @@ def run(quick: bool = False) -> dict:
             raise AssertionError(f"context {context}: the KV cache changed the greedy text")
         row["speedup"] = row["cache_tokens_per_s"] / row["no_cache_tokens_per_s"]
         rows.append(row)
-        print(f"  generation context {context:4d}: cache {row['cache_tokens_per_s']:7.1f} tokens/s "
-              f"({row['cache_step_ms']:.2f} ms/step), no cache {row['no_cache_tokens_per_s']:7.1f} tokens/s "
-              f"({row['no_cache_step_ms']:.2f} ms/step), x{row['speedup']:.2f}", flush=True)
+        print(
+            f"  generation context {context:4d}: cache {row['cache_tokens_per_s']:7.1f} tokens/s "
+            f"({row['cache_step_ms']:.2f} ms/step), no cache {row['no_cache_tokens_per_s']:7.1f} tokens/s "
+            f"({row['no_cache_step_ms']:.2f} ms/step), x{row['speedup']:.2f}",
+            flush=True,
+        )
     return {"rows": rows}
 
 
@@ -81,6 +91,8 @@ def table(result: dict) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['context_length']} | {r['cache_tokens_per_s']:.0f} | {r['no_cache_tokens_per_s']:.0f} | "
-                     f"{r['speedup']:.2f}× | {r['cache_step_ms']:.2f} | {r['no_cache_step_ms']:.2f} |")
+        lines.append(
+            f"| {r['context_length']} | {r['cache_tokens_per_s']:.0f} | {r['no_cache_tokens_per_s']:.0f} | "
+            f"{r['speedup']:.2f}× | {r['cache_step_ms']:.2f} | {r['no_cache_step_ms']:.2f} |"
+        )
     return "\n".join(lines)

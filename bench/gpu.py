@@ -18,11 +18,23 @@ import torch.nn.functional as F
 from attnlab.model import GPT, ModelConfig
 from attnlab.training.optim import OptimConfig, build_adamw
 
-GPT2_SMALL = dict(vocab_size=50304, context_length=1024, d_model=768, num_heads=12, num_layers=12, dropout=0.0,
-                  positional="learned")  # 50,257 rounded up to a multiple of 64, as nanoGPT does
-QUICK = dict(vocab_size=256, context_length=32, d_model=32, num_heads=2, num_layers=1, dropout=0.0, positional="learned")
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100": 756.0,
-                    "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "4090": 165.0}  # dense, no sparsity
+GPT2_SMALL = dict(
+    vocab_size=50304, context_length=1024, d_model=768, num_heads=12, num_layers=12, dropout=0.0, positional="learned"
+)  # 50,257 rounded up to a multiple of 64, as nanoGPT does
+QUICK = dict(
+    vocab_size=256, context_length=32, d_model=32, num_heads=2, num_layers=1, dropout=0.0, positional="learned"
+)
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 756.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 125.0,
+    "4090": 165.0,
+}  # dense, no sparsity
 
 
 def peak_tflops(name: str) -> float | None:
@@ -77,19 +89,30 @@ def run(quick: bool = False) -> dict:
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     peak = peak_tflops(name) if device == "cuda" else None
     achieved = flops_per_token(model) * tokens_per_s / 1e12
-    row = {"model": "124M" if not quick else "tiny", "parameters": model.num_parameters(), "batch_size": batch_size,
-           "context_length": T, "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens_per_s, "tflops": achieved,
-           "peak_tflops": peak, "mfu": achieved / peak if peak else None, "warmup_s": warmup_s,
-           "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+    row = {
+        "model": "124M" if not quick else "tiny",
+        "parameters": model.num_parameters(),
+        "batch_size": batch_size,
+        "context_length": T,
+        "ms_per_step": 1e3 * step_s,
+        "tokens_per_s": tokens_per_s,
+        "tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": achieved / peak if peak else None,
+        "warmup_s": warmup_s,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+    }
     print(f"  gpu {name}: {tokens_per_s:,.0f} tokens/s, {achieved:.1f} TFLOP/s", flush=True)
     return {"device": name, "rows": [row]}
 
 
 def table(result: dict) -> str:
     if not result.get("device"):
-        return ("Not measured: this machine has no CUDA device. On one, this section trains a 124M-parameter GPT "
-                "(12 layers, 12 heads, d_model 768, context 1024, bf16 autocast, `torch.compile`, fused AdamW) "
-                "and reports tokens/s and MFU.")
+        return (
+            "Not measured: this machine has no CUDA device. On one, this section trains a 124M-parameter GPT "
+            "(12 layers, 12 heads, d_model 768, context 1024, bf16 autocast, `torch.compile`, fused AdamW) "
+            "and reports tokens/s and MFU."
+        )
     lines = [
         f"{result['device']}: one training step = bf16 autocast forward, fp32 loss, backward, clipping, fused AdamW; "
         "`torch.compile`d; mean over the timed steps after warmup (compilation). MFU: (6·N + 12·L·T·C) FLOPs per "
@@ -101,7 +124,9 @@ def table(result: dict) -> str:
     for r in result["rows"]:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         peak = f"{r['peak_tflops']:.0f}" if r["peak_tflops"] else "n/a"
-        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['batch_size']}×{r['context_length']} | "
-                     f"{r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.1f} | {peak} | {mfu} | "
-                     f"{r['warmup_s']:.1f} |")
+        lines.append(
+            f"| {r['model']} | {r['parameters']:,} | {r['batch_size']}×{r['context_length']} | "
+            f"{r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.1f} | {peak} | {mfu} | "
+            f"{r['warmup_s']:.1f} |"
+        )
     return "\n".join(lines)

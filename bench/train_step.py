@@ -26,23 +26,37 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.data.windows import RandomWindows
-from attnlab.training.lit_gpt import compiled_forward, split_runtime_options
 from attnlab.model import GPT, ModelConfig
+from attnlab.system.memory import keep_freed_memory
+from attnlab.training.lit_gpt import compiled_forward, split_runtime_options
 from attnlab.training.optim import OptimConfig, build_adamw
 from attnlab.training.schedule import warmup_cosine
-from attnlab.system.memory import keep_freed_memory
 from bench import fresh
 from bench.common import compose, median
 
 # nanoGPT's CPU recipe (README of karpathy/nanoGPT, shakespeare_char on a laptop), dropout 0
-NANOGPT_CPU = ["data/tokenizer=char", "model.num_layers=4", "model.num_heads=4", "model.d_model=128",
-               "data.context_length=64", "data.batch_size=12", "model.dropout=0.0"]
+NANOGPT_CPU = [
+    "data/tokenizer=char",
+    "model.num_layers=4",
+    "model.num_heads=4",
+    "model.d_model=128",
+    "data.context_length=64",
+    "data.batch_size=12",
+    "model.dropout=0.0",
+]
 SHAPES = {"nanogpt_cpu_char": NANOGPT_CPU, "attnlab_default": []}
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 # validation, checkpoints, progress bar off: the figures are of training steps
-TIMING = ["trainer=cpu", "trainer.num_sanity_val_steps=0", "+trainer.limit_val_batches=0",
-          "trainer.enable_progress_bar=false", "~callbacks.best_checkpoint",
-          "callbacks.last_checkpoint.every_n_train_steps=0", "~callbacks.attention", "~callbacks.samples"]
+TIMING = [
+    "trainer=cpu",
+    "trainer.num_sanity_val_steps=0",
+    "+trainer.limit_val_batches=0",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.best_checkpoint",
+    "callbacks.last_checkpoint.every_n_train_steps=0",
+    "~callbacks.attention",
+    "~callbacks.samples",
+]
 
 
 class HandLoop:
@@ -62,7 +76,8 @@ class HandLoop:
         optim_cfg = OptimConfig.from_dict(dict(cfg.optim))
         self.optimizer = build_adamw(self.model, optim_cfg)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: warmup_cosine(step, optim_cfg.warmup_steps, steps, optim_cfg.min_lr_ratio))
+            self.optimizer, lambda step: warmup_cosine(step, optim_cfg.warmup_steps, steps, optim_cfg.min_lr_ratio)
+        )
         self.windows = RandomWindows(dm.train_ids, dm.context_length, dm.batch_size, cfg.seed)
         bf16 = cfg.trainer.precision == "bf16-mixed"
         self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
@@ -87,7 +102,7 @@ class StepClock(L.Callback):
     also runs the hand loop's step k after Lightning's step k and times it apart: the two loops
     take turns step by step, so a drift of the machine's speed falls on both alike."""
 
-    latest: "StepClock | None" = None
+    latest: StepClock | None = None
     interleave: HandLoop | None = None
 
     def __init__(self):
@@ -115,8 +130,11 @@ class StepClock(L.Callback):
 def step_times(started: float, times: list[float], warmup: int, loss: float) -> dict:
     """Seconds per step over the steps after ``warmup`` (times: the end of each step), and the
     first step's seconds (with ``torch.compile``: the compilation)."""
-    return {"seconds": (times[-1] - times[warmup - 1]) / (len(times) - warmup),
-            "first_step_s": times[0] - started, "loss": loss}
+    return {
+        "seconds": (times[-1] - times[warmup - 1]) / (len(times) - warmup),
+        "first_step_s": times[0] - started,
+        "loss": loss,
+    }
 
 
 def measure(overrides: list[str], steps: int, warmup: int) -> dict:
@@ -128,15 +146,22 @@ def measure(overrides: list[str], steps: int, warmup: int) -> dict:
     StepClock.interleave = HandLoop(overrides, steps)
     try:
         with tempfile.TemporaryDirectory() as out_dir:
-            cfg = compose(*overrides, *TIMING, f"trainer.max_steps={steps}", f"paths.output_dir={out_dir}",
-                          "+callbacks.step_clock._target_=bench.train_step.StepClock")
+            cfg = compose(
+                *overrides,
+                *TIMING,
+                f"trainer.max_steps={steps}",
+                f"paths.output_dir={out_dir}",
+                "+callbacks.step_clock._target_=bench.train_step.StepClock",
+            )
             metrics = train(cfg)
     finally:
         StepClock.interleave = None
     clock = StepClock.latest
     hand_ends = list(itertools.accumulate(clock.hand_seconds))  # the hand loop's own clock
-    return {"lightning": step_times(clock.started, clock.times, warmup, metrics["train/loss"]),
-            "hand": step_times(0.0, hand_ends, warmup, clock.hand_loss)}
+    return {
+        "lightning": step_times(clock.started, clock.times, warmup, metrics["train/loss"]),
+        "hand": step_times(0.0, hand_ends, warmup, clock.hand_loss),
+    }
 
 
 def run(quick: bool = False) -> dict:
@@ -163,31 +188,47 @@ def run(quick: bool = False) -> dict:
                     # user's first run pays), the hand loop's finds those kernels (a later run's); no
                     # recompilation limit reached by earlier runs
                     with tempfile.TemporaryDirectory() as cache:
-                        result = fresh.call("bench.train_step:measure", env={"TORCHINDUCTOR_CACHE_DIR": cache},
-                                            overrides=overrides, steps=steps, warmup=warmup)
+                        result = fresh.call(
+                            "bench.train_step:measure",
+                            env={"TORCHINDUCTOR_CACHE_DIR": cache},
+                            overrides=overrides,
+                            steps=steps,
+                            warmup=warmup,
+                        )
                 else:
                     result = measure(overrides, steps, warmup)
                 for loop, loop_result in result.items():
                     runs[loop].append(loop_result)
             cfg = compose(*shape_overrides)
             tokens = cfg.data.batch_size * cfg.data.context_length
-            row = {"shape": shape, "precision": name, "compile": compile_, "steps_timed": steps - warmup, "warmup_steps": warmup,
-                   "repeats": repeats[compile_], "tokens_per_step": tokens,
-                   "final_loss": {loop: results[-1]["loss"] for loop, results in runs.items()}}
+            row = {
+                "shape": shape,
+                "precision": name,
+                "compile": compile_,
+                "steps_timed": steps - warmup,
+                "warmup_steps": warmup,
+                "repeats": repeats[compile_],
+                "tokens_per_step": tokens,
+                "final_loss": {loop: results[-1]["loss"] for loop, results in runs.items()},
+            }
             for loop, results in runs.items():
                 seconds = median([r["seconds"] for r in results])
                 row[f"{loop}_ms"] = 1e3 * seconds
                 row[f"{loop}_tokens_per_s"] = tokens / seconds
                 row[f"{loop}_all_ms"] = [1e3 * r["seconds"] for r in results]
                 row[f"{loop}_first_step_s"] = median([r["first_step_s"] for r in results])
-            row["pair_overhead_pct"] = [100 * (lit["seconds"] / hand["seconds"] - 1)
-                                        for lit, hand in zip(runs["lightning"], runs["hand"])]
+            row["pair_overhead_pct"] = [
+                100 * (lit["seconds"] / hand["seconds"] - 1) for lit, hand in zip(runs["lightning"], runs["hand"])
+            ]
             row["overhead_pct"] = median(row["pair_overhead_pct"])
             rows.append(row)
-            print(f"  train step {shape:17s} {variant(row):13s}: lightning {row['lightning_ms']:8.2f} ms, hand "
-                  f"{row['hand_ms']:8.2f} ms ({row['overhead_pct']:+.1f}%)  first step {row['lightning_first_step_s']:.1f} / "
-                  f"{row['hand_first_step_s']:.1f} s  loss {row['final_loss']['lightning']:.4f} / "
-                  f"{row['final_loss']['hand']:.4f}", flush=True)
+            print(
+                f"  train step {shape:17s} {variant(row):13s}: lightning {row['lightning_ms']:8.2f} ms, hand "
+                f"{row['hand_ms']:8.2f} ms ({row['overhead_pct']:+.1f}%)  first step {row['lightning_first_step_s']:.1f} / "
+                f"{row['hand_first_step_s']:.1f} s  loss {row['final_loss']['lightning']:.4f} / "
+                f"{row['final_loss']['hand']:.4f}",
+                flush=True,
+            )
     return {"rows": rows}
 
 
@@ -229,13 +270,21 @@ def table(result: dict) -> str:
             f"| {r['shape']} | {variant(r)} | {r['lightning_ms']:.1f} | {r['hand_ms']:.1f} | "
             f"{r['lightning_tokens_per_s']:,.0f} | {r['hand_tokens_per_s']:,.0f} | {r['overhead_pct']:+.1f}% | "
             f"{pair_range(r)} | {r['lightning_first_step_s']:.1f} / {r['hand_first_step_s']:.1f} | "
-            f"{r['final_loss']['lightning']:.4f} / {r['final_loss']['hand']:.4f} |")
+            f"{r['final_loss']['lightning']:.4f} / {r['final_loss']['hand']:.4f} |"
+        )
     plain = [r for r in result["rows"] if not r.get("compile")]
     compiled = [r for r in result["rows"] if r.get("compile")]
-    lines += ["", f"Without compile: {repeats(plain[0])} of "
-                  f"{', '.join(sorted({str(r['steps_timed']) for r in plain}))} timed steps per config (fewer for the "
-                  "slower default config, to keep `make bench` short on 2 cores)."
-              + (f" With compile: {repeats(compiled[0])} of "
-                 f"{', '.join(sorted({str(r['steps_timed']) for r in compiled}))} timed steps after "
-                 f"{compiled[0]['warmup_steps']} warmup steps (5 more than without)." if compiled else "")]
+    lines += [
+        "",
+        f"Without compile: {repeats(plain[0])} of "
+        f"{', '.join(sorted({str(r['steps_timed']) for r in plain}))} timed steps per config (fewer for the "
+        "slower default config, to keep `make bench` short on 2 cores)."
+        + (
+            f" With compile: {repeats(compiled[0])} of "
+            f"{', '.join(sorted({str(r['steps_timed']) for r in compiled}))} timed steps after "
+            f"{compiled[0]['warmup_steps']} warmup steps (5 more than without)."
+            if compiled
+            else ""
+        ),
+    ]
     return "\n".join(lines)

@@ -11,8 +11,11 @@ from tests.conftest import ROOT
 
 def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path):
     doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"# Benchmarks\n\nhand-written intro\n\n{bench_run.BEGIN}\nold table\n{bench_run.END}\n\n"
-                   "## Hand-written section\n\nkept\n", encoding="utf-8")
+    doc.write_text(
+        f"# Benchmarks\n\nhand-written intro\n\n{bench_run.BEGIN}\nold table\n{bench_run.END}\n\n"
+        "## Hand-written section\n\nkept\n",
+        encoding="utf-8",
+    )
     results_path = tmp_path / "results.json"
     bench_run.main(["--quick", "--results", str(results_path), "--doc", str(doc)])
 
@@ -33,11 +36,15 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     # weight gradients, which a reading taken after other cells freed memory could miss
     assert all(r["forward_backward_peak_mib"] > 0.5 for r in cells)
     (bf16_cell,) = results["sections"]["attention"]["training_shape"]["rows"]  # a training batch under bf16 autocast
-    assert bf16_cell["T"] == 32 and bf16_cell["batch"] == 8 and bf16_cell["explicit_ms"] > 0 and bf16_cell["sdpa_ms"] > 0
+    assert (
+        bf16_cell["T"] == 32 and bf16_cell["batch"] == 8 and bf16_cell["explicit_ms"] > 0 and bf16_cell["sdpa_ms"] > 0
+    )
     assert {r["tokenizer"] for r in results["sections"]["data"]["rows"]} == {"cl100k corpus vocabulary", "char"}
     generation = results["sections"]["generation"]["rows"]
     assert [r["context_length"] for r in generation] == [8, 16]
-    assert all(r["cache_tokens_per_s"] > 0 and r["no_cache_tokens_per_s"] > 0 and r["cache_step_ms"] > 0 for r in generation)
+    assert all(
+        r["cache_tokens_per_s"] > 0 and r["no_cache_tokens_per_s"] > 0 and r["cache_step_ms"] > 0 for r in generation
+    )
     budget = results["sections"]["budget"]
     assert budget["budget"] == "00:00:00:02" and [r["config"] for r in budget["rows"]] == ["experiment=speedrun_cpu"]
     assert all(r["steps"] > 0 and 0 < r["val_bpb"] < 10 for r in budget["rows"])  # each run trained, then validated
@@ -48,15 +55,22 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
     assert text.endswith(bench_run.END + "\n\n## Hand-written section\n\nkept\n")
     assert "old table" not in text and "Quick mode" in text and text.count(bench_run.BEGIN) == 1
-    assert "| smoke | fp32 |" in text and "| smoke | fp32 + compile |" in text and "| 32 | sdpa |" in text and "| 32 | 8 |" in text
+    assert (
+        "| smoke | fp32 |" in text
+        and "| smoke | fp32 + compile |" in text
+        and "| 32 | sdpa |" in text
+        and "| 32 | 8 |" in text
+    )
     assert "### 4. Quality at a budget" in text and "| experiment=speedrun_cpu |" in text
     assert "### 5. Generation" in text and "| 16 |" in text and "### 6. GPU" in text
     assert "What each choice" not in text  # the ablation only when asked for
 
 
 def test_ablation_table_reads_each_choice_against_the_preset():
-    rows = [{"config": "preset", "val_bpb": 2.10, "val_loss": 4.8, "steps": 300},
-            {"config": "RoPE → sinusoidal table", "val_bpb": 2.18, "val_loss": 5.0, "steps": 310}]
+    rows = [
+        {"config": "preset", "val_bpb": 2.10, "val_loss": 4.8, "steps": 300},
+        {"config": "RoPE → sinusoidal table", "val_bpb": 2.18, "val_loss": 5.0, "steps": 310},
+    ]
     text = bench_budget.ablation_table({"budget": "00:00:01:30", "rows": rows})
     assert "| preset | 2.1000 |  | 300 |" in text and "| RoPE → sinusoidal table | 2.1800 | +0.0800 | 310 |" in text
 

@@ -29,8 +29,9 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # Keys whose values are text, never Hydra syntax.
 FREE_TEXT_KEYS = ("prompt", "text", "callbacks.attention.text", "callbacks.samples.prompt")
@@ -51,8 +52,10 @@ def project_root() -> Path:
 
     root = Path(os.environ.get("ATTNLAB_ROOT") or Path(__file__).resolve().parents[2])
     if not (root / "conf").is_dir():
-        raise ConfigError(f"no conf/ folder in {root}; run attnlab from its checkout (pip install -e .) "
-                          "or set ATTNLAB_ROOT=<the checkout>")
+        raise ConfigError(
+            f"no conf/ folder in {root}; run attnlab from its checkout (pip install -e .) "
+            "or set ATTNLAB_ROOT=<the checkout>"
+        )
     return root
 
 
@@ -121,7 +124,9 @@ def check_overrides(overrides: Sequence[str]) -> None:
             parser.parse_overrides([override])
         except HydraException:  # OverrideParseException and the lexer's own
             if "=" not in override:
-                raise ConfigError(f"cannot read {override!r}: an override is key=value (or ~key to delete a key)") from None
+                raise ConfigError(
+                    f"cannot read {override!r}: an override is key=value (or ~key to delete a key)"
+                ) from None
             raise ConfigError(
                 f"Hydra cannot read the override {override!r} (unquoted values take letters, digits and ._-/:@ "
                 f"only; a list is [a,b]); to pass the value as text, quote it for Hydra inside the shell's quotes: "
@@ -182,7 +187,11 @@ def usage() -> str:
     width = max(map(len, [*TOOLS, REPORT[0]]))
     lines = ["usage: attnlab <tool> [key=value ...]   (attnlab <tool> --help: its options)", "", "tools:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, _, what) in TOOLS.items()]
-    lines += [f"  {REPORT[0]:<{width}}  {REPORT[2]}", "", "Training is python train.py [key=value ...] (python train.py --help)."]
+    lines += [
+        f"  {REPORT[0]:<{width}}  {REPORT[2]}",
+        "",
+        "Training is python train.py [key=value ...] (python train.py --help).",
+    ]
     return "\n".join(lines)
 
 

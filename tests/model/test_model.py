@@ -146,8 +146,9 @@ def test_tiny_model_memorises_tiny_text(seed_text):
     windows = data.unfold(0, T + 1, 1)  # (70-T, T+1): every window of the text
     x, y = windows[:, :-1], windows[:, 1:]
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=T, d_model=64, num_heads=4,
-                            num_layers=2, dropout=0.0))
+    model = GPT(
+        ModelConfig(vocab_size=tok.vocab_size, context_length=T, d_model=64, num_heads=4, num_layers=2, dropout=0.0)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
         loss = F.cross_entropy(model(x).view(-1, tok.vocab_size), y.reshape(-1))
@@ -180,12 +181,22 @@ def test_rope_scores_depend_on_relative_position_only():
 
 @pytest.mark.parametrize("attention", ["explicit", "sdpa"])
 def test_modern_options_build_train_and_stay_causal(attention):
-    cfg = small_cfg(positional="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
-                    bias=False, attention=attention)
+    cfg = small_cfg(
+        positional="rope",
+        norm="rmsnorm",
+        qk_norm=True,
+        activation="relu2",
+        tie_embeddings=False,
+        bias=False,
+        attention=attention,
+    )
     model = GPT(cfg)
     assert model.positional is None and isinstance(model.ln_f, torch.nn.RMSNorm)
     assert model.lm_head.weight is not model.token_embedding.weight
-    assert model.blocks[0].attn.q_norm is not None and model.blocks[0].ffn.act(torch.tensor([-2.0, 3.0])).tolist() == [0.0, 9.0]
+    assert model.blocks[0].attn.q_norm is not None and model.blocks[0].ffn.act(torch.tensor([-2.0, 3.0])).tolist() == [
+        0.0,
+        9.0,
+    ]
     idx = torch.randint(0, cfg.vocab_size, (2, 12))
     logits = model(idx)  # (2, 12, V)
     changed = idx.clone()

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from attnlab.errors import ConfigError
-from attnlab.model.sampling import Decoder, generate, sample_next
 from attnlab.model import GPT, ModelConfig
+from attnlab.model.sampling import Decoder, generate, sample_next
 
 
 def test_greedy_takes_the_argmax():

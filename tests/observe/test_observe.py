@@ -5,21 +5,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
+from attnlab.model import GPT, ModelConfig
 from attnlab.observe import attention_maps
 from attnlab.observe.attention_maps import attention_images, token_labels
-from attnlab.observe.probe import probe_attention
-from attnlab.model import GPT, ModelConfig
-from attnlab.observe.probe import default_probe
 from attnlab.observe.hparams import flat_hparams
+from attnlab.observe.probe import default_probe, probe_attention
 from attnlab.observe.summary import model_summary
-from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=TiktokenTokenizer().vocab_size, context_length=48, d_model=16, num_heads=4,
-                      num_layers=2)
+    cfg = ModelConfig(
+        vocab_size=TiktokenTokenizer().vocab_size, context_length=48, d_model=16, num_heads=4, num_layers=2
+    )
     return GPT(cfg).eval(), TiktokenTokenizer()
 
 
@@ -38,7 +38,12 @@ def test_probe_weights_are_causal_rows_that_sum_to_one(tiny):
 def test_one_grid_and_one_mean_image_per_layer(tiny):
     model, tok = tiny
     images = attention_images(model, tok, torch.from_numpy(tok.encode("To be, or not to be").astype(np.int64)))
-    assert list(images) == ["attention/layer_0", "attention/layer_0_mean", "attention/layer_1", "attention/layer_1_mean"]
+    assert list(images) == [
+        "attention/layer_0",
+        "attention/layer_0_mean",
+        "attention/layer_1",
+        "attention/layer_1_mean",
+    ]
     grid, mean = images["attention/layer_0"], images["attention/layer_0_mean"]
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
     assert grid.shape[0] > mean.shape[0] and grid.shape[1] > mean.shape[1]  # 2 x 2 heads vs one panel
@@ -80,7 +85,19 @@ def test_model_summary_counts_every_parameter_once(tiny):
 
 
 def test_flat_hparams_are_tensorboard_values():
-    cfg = OmegaConf.create({"model": {"d_model": 64, "bias": True}, "optim": {"betas": [0.9, 0.95]},
-                            "data": {"path": None, "cache_dir": "x"}, "seed": 3, "paths": {"root": "."}})
-    assert flat_hparams(cfg) == {"model.d_model": 64, "model.bias": True, "optim.betas": "[0.9, 0.95]",
-                                 "data.path": "None", "seed": 3}
+    cfg = OmegaConf.create(
+        {
+            "model": {"d_model": 64, "bias": True},
+            "optim": {"betas": [0.9, 0.95]},
+            "data": {"path": None, "cache_dir": "x"},
+            "seed": 3,
+            "paths": {"root": "."},
+        }
+    )
+    assert flat_hparams(cfg) == {
+        "model.d_model": 64,
+        "model.bias": True,
+        "optim.betas": "[0.9, 0.95]",
+        "data.path": "None",
+        "seed": 3,
+    }

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
+from attnlab.errors import CheckpointError
 from attnlab.runs.checkpoint import load_model
 from attnlab.runs.layout import find_checkpoint
-from attnlab.errors import CheckpointError
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
 
 
 @pytest.fixture
@@ -18,8 +18,9 @@ def run_dir(tmp_path, seed_text):
     base = TiktokenTokenizer()
     tok = CorpusVocabTokenizer(base, np.unique(base.encode(seed_text)))
     torch.manual_seed(0)
-    lit = LitGPT(model=dict(vocab_size=tok.vocab_size, context_length=16, d_model=16, num_heads=2, num_layers=1),
-                 tokenizer=tok)
+    lit = LitGPT(
+        model=dict(vocab_size=tok.vocab_size, context_length=16, d_model=16, num_heads=2, num_layers=1), tokenizer=tok
+    )
     (tmp_path / "checkpoints").mkdir()
     checkpoint = {"state_dict": lit.state_dict(), "hyper_parameters": dict(lit.hparams)}
     lit.on_save_checkpoint(checkpoint)

@@ -10,26 +10,36 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import attnlab.runs.resume
-from attnlab.training.callbacks import TrainingDiverged
-from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load
 from attnlab.errors import CheckpointError, ConfigError
-from attnlab.training.lit_gpt import LitGPT
+from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load
 from attnlab.runs.resume import resume_config
+from attnlab.training.callbacks import TrainingDiverged
+from attnlab.training.lit_gpt import LitGPT
 from attnlab.training.train import train
 from tests.conftest import ROOT
 
 # dropout > 0, so the resumed run matches only if the RNG state comes back too
-RUN = ["debug=tiny", "trainer.max_steps=30", "trainer.val_check_interval=10", "model.dropout=0.2",
-       "callbacks.last_checkpoint.every_n_train_steps=3"]
+RUN = [
+    "debug=tiny",
+    "trainer.max_steps=30",
+    "trainer.val_check_interval=10",
+    "model.dropout=0.2",
+    "callbacks.last_checkpoint.every_n_train_steps=3",
+]
 
 
 def train_py(*args):
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
 
 
 def scalars(event_file: Path, tag: str) -> dict[int, float]:
@@ -69,7 +79,8 @@ def test_a_killed_run_resumes_exactly_in_its_own_folder(tmp_path, compose):
     for step in got:  # the same loss at every step: weights, optimizer, LR schedule, RNG and data order restored
         assert got[step] == pytest.approx(want[step], abs=1e-5), step
     assert scalars(events[-1], "val/loss") == pytest.approx(
-        {k: v for k, v in scalars(expected, "val/loss").items() if k >= resumed_from}, abs=1e-5)
+        {k: v for k, v in scalars(expected, "val/loss").items() if k >= resumed_from}, abs=1e-5
+    )
     assert safe_load(last)["global_step"] == 30 and reference["steps"] == 30
 
 
@@ -78,7 +89,9 @@ def test_resume_keeps_the_runs_config_and_takes_only_named_keys(tmp_path, compos
     train(compose(*RUN, "trainer.max_steps=4", "trainer.val_check_interval=4", f"paths.output_dir={run}", "~logger"))
     # `python train.py resume=<run> trainer.max_steps=8 data.context_length=8`: defaults otherwise
     later = compose("trainer.max_steps=8", "data.context_length=8", f"resume={run}")
-    monkeypatch.setattr(attnlab.runs.resume, "command_line_keys", lambda: ["trainer.max_steps", "data.context_length", "resume"])
+    monkeypatch.setattr(
+        attnlab.runs.resume, "command_line_keys", lambda: ["trainer.max_steps", "data.context_length", "resume"]
+    )
     cfg, checkpoint = resume_config(later)
     assert checkpoint == run / "checkpoints" / "last.ckpt"
     assert cfg.paths.output_dir == str(run)
@@ -87,19 +100,24 @@ def test_resume_keeps_the_runs_config_and_takes_only_named_keys(tmp_path, compos
     assert cfg.model.context_length == cfg.data.context_length == 8  # and what interpolates it
     assert "logger" not in cfg  # the run had none
     saved = (run / "config.yaml").read_bytes()
-    with pytest.raises(CheckpointError, match=r"holds a different model \(context_length 16 -> 8, checkpoint -> config\)"):
+    with pytest.raises(
+        CheckpointError, match=r"holds a different model \(context_length 16 -> 8, checkpoint -> config\)"
+    ):
         train(later)
     assert safe_load(run / "checkpoints" / "last.ckpt")["global_step"] == 4  # refused before writing anything
     assert (run / "config.yaml").read_bytes() == saved
 
     monkeypatch.setattr(attnlab.runs.resume, "command_line_keys", lambda: ["trainer.max_steps", "resume"])
     assert train(later)["steps"] == 8  # a longer run, continued
-    with pytest.raises(ConfigError, match=r"is at step 8, already trainer.max_steps=8; resume with a larger trainer.max_steps"):
+    with pytest.raises(
+        ConfigError, match=r"is at step 8, already trainer.max_steps=8; resume with a larger trainer.max_steps"
+    ):
         train(later)
 
 
 def _save_and_die(path: str) -> None:
     """Child process: save a checkpoint through SafeCheckpointIO, killed half-way through writing it."""
+
     def torch_save_half(obj, f):
         f.write(b"PK\x03\x04 half a checkpoint")
         f.flush()
@@ -154,13 +172,19 @@ def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tmp_path, compose, m
     monkeypatch.setattr(LitGPT, "_nll", nll_diverging_at_step_6)
     run = tmp_path / "run"
     # checks when checkpointing (step 8), not at logging (every 50 steps): the bad state is never written
-    cfg = compose(*RUN, "callbacks.last_checkpoint.every_n_train_steps=4", "trainer.log_every_n_steps=50",
-                  f"paths.output_dir={run}", "~logger")
+    cfg = compose(
+        *RUN,
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+        "trainer.log_every_n_steps=50",
+        f"paths.output_dir={run}",
+        "~logger",
+    )
     last = run / "checkpoints" / "last.ckpt"
     with pytest.raises(TrainingDiverged) as err:
         train(cfg)
     assert str(err.value).startswith(
-        f"train/loss became NaN or infinite at step 6; the last good checkpoint is {last}: resume from it with a lower optim.lr")
+        f"train/loss became NaN or infinite at step 6; the last good checkpoint is {last}: resume from it with a lower optim.lr"
+    )
     checkpoint = safe_load(last)
     assert checkpoint["global_step"] == 4
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())

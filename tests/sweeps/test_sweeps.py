@@ -17,19 +17,18 @@ from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from attnlab.system.console import tidy_output
-from attnlab.data.windows import SequentialWindows
 from attnlab.data.datamodule import TextDataModule
-from attnlab.system.distributed import RankZeroLog
+from attnlab.data.windows import SequentialWindows
 from attnlab.errors import ConfigError, DataError
+from attnlab.sweeps.callbacks import SweepReport
+from attnlab.sweeps.report import load_summary
+from attnlab.sweeps.report import main as report_main
+from attnlab.system.console import tidy_output
+from attnlab.system.distributed import RankZeroLog
 from attnlab.system.hardware import best_precision, check_devices
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.sweeps.report import load_summary, main as report_main, write_report
-from attnlab.sweeps.callbacks import SweepReport
-from attnlab.data.datamodule import TextDataModule
 from attnlab.training.train import validate_config
-from tests.conftest import ROOT, SEED_SAMPLE
-from tests.conftest import run_train
+from tests.conftest import ROOT, SEED_SAMPLE, run_train
 
 TINY = ["debug=tiny", "trainer.max_steps=4", "~callbacks.attention", "~callbacks.samples"]
 
@@ -37,6 +36,7 @@ TINY = ["debug=tiny", "trainer.max_steps=4", "~callbacks.attention", "~callbacks
 @pytest.fixture
 def compose_with_hydra(tmp_path):
     """Like `compose`, with the `hydra` node (sweeper, launcher) in the result."""
+
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             return hydra_compose("config", overrides=[f"paths.root={ROOT}", *overrides], return_hydra_config=True)
@@ -49,9 +49,17 @@ def compose_with_hydra(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, accelerator, devices, strategy", [
-    ("default", "auto", 1, "auto"), ("cpu", "cpu", 1, "auto"), ("gpu", "gpu", 1, "auto"),
-    ("ddp", "gpu", -1, "ddp"), ("ddp_cpu", "cpu", 2, "ddp"), ("mps", "mps", 1, "auto")])
+@pytest.mark.parametrize(
+    "name, accelerator, devices, strategy",
+    [
+        ("default", "auto", 1, "auto"),
+        ("cpu", "cpu", 1, "auto"),
+        ("gpu", "gpu", 1, "auto"),
+        ("ddp", "gpu", -1, "ddp"),
+        ("ddp_cpu", "cpu", 2, "ddp"),
+        ("mps", "mps", 1, "auto"),
+    ],
+)
 def test_trainer_configs_compose(compose, name, accelerator, devices, strategy):
     trainer = OmegaConf.to_container(compose(f"trainer={name}").trainer, resolve=True)
     assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == (accelerator, devices, strategy)
@@ -94,9 +102,15 @@ def test_gpu_trainer_without_a_gpu_fails_in_one_line(compose):
         validate_config(compose("trainer=gpu"))
 
 
-@pytest.mark.parametrize("name, swept", [("heads", {"model.num_heads"}), ("depth", {"model.num_layers"}),
-                                         ("context", {"data.context_length"}),
-                                         ("shape", {"model.d_model", "model.num_heads", "data.context_length"})])
+@pytest.mark.parametrize(
+    "name, swept",
+    [
+        ("heads", {"model.num_heads"}),
+        ("depth", {"model.num_layers"}),
+        ("context", {"data.context_length"}),
+        ("shape", {"model.d_model", "model.num_heads", "data.context_length"}),
+    ],
+)
 def test_named_sweeps_compose(compose_with_hydra, name, swept):
     cfg = compose_with_hydra(f"sweep={name}")
     params = cfg.hydra.sweeper.params
@@ -117,8 +131,14 @@ def test_optuna_search_composes(compose_with_hydra, tmp_path):
 
 
 def test_launchers_compose(compose_with_hydra):
-    slurm = compose_with_hydra("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-                               "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30").hydra.launcher
+    slurm = compose_with_hydra(
+        "hydra/launcher=slurm",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=30",
+    ).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu" and slurm.timeout_min == 30
     assert (slurm.nodes, slurm.gpus_per_node, slurm.tasks_per_node) == (2, 4, 4)
     joblib = compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=2").hydra.launcher
@@ -132,7 +152,8 @@ def test_slurm_needs_a_number_of_gpus(compose_with_hydra, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: hydra/launcher=slurm needs the GPUs per node as a number, got trainer.devices=-1; "
-        "set trainer.devices=8 (for example)")
+        "set trainer.devices=8 (for example)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,18 +166,33 @@ def _job(sweep, n, overrides, status=None, **metrics):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if status is not None:
-        record = {"status": status, "overrides": overrides, "seconds": 75.5, "metrics": metrics,
-                  "error": "model.d_model=30 is not divisible by model.num_heads=4" if status == "failed" else None}
+        record = {
+            "status": status,
+            "overrides": overrides,
+            "seconds": 75.5,
+            "metrics": metrics,
+            "error": "model.d_model=30 is not divisible by model.num_heads=4" if status == "failed" else None,
+        }
         (folder / "metrics.json").write_text(json.dumps(record))
 
 
 def test_report_of_an_interrupted_sweep(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     common = ["trainer.max_steps=100"]
-    _job(sweep, 0, common + ["model.d_model=64", "model.num_heads=2"], "ok", **{
-        "val/loss": 5.0, "val/bpb": 2.5, "model/num_parameters": 1000, "train/tokens_per_sec": 4600.4, "steps": 100})
-    _job(sweep, 1, common + ["model.d_model=128", "model.num_heads=2"], "ok", **{
-        "val/loss": 4.8, "val/bpb": 2.4, "model/num_parameters": 3000, "train/tokens_per_sec": 3000.0, "steps": 100})
+    _job(
+        sweep,
+        0,
+        common + ["model.d_model=64", "model.num_heads=2"],
+        "ok",
+        **{"val/loss": 5.0, "val/bpb": 2.5, "model/num_parameters": 1000, "train/tokens_per_sec": 4600.4, "steps": 100},
+    )
+    _job(
+        sweep,
+        1,
+        common + ["model.d_model=128", "model.num_heads=2"],
+        "ok",
+        **{"val/loss": 4.8, "val/bpb": 2.4, "model/num_parameters": 3000, "train/tokens_per_sec": 3000.0, "steps": 100},
+    )
     _job(sweep, 2, common + ["model.d_model=30", "model.num_heads=4"], "failed")
     _job(sweep, 10, common + ["model.d_model=128", "model.num_heads=4"])  # started, never finished
     (sweep / "not_a_job").mkdir()
@@ -215,11 +251,24 @@ def test_multirun_end_exits_non_zero_only_if_a_job_failed(tmp_path):
 
 def test_validation_windows_are_split_across_ranks_without_repeats(tmp_path):
     def loaders(rank, world_size):
-        dm = TextDataModule(context_length=4, batch_size=2, tokenizer={"kind": "tiktoken"}, path=str(SEED_SAMPLE),
-                            cache_dir=str(tmp_path), val_fraction=0.5, seed=0)
+        dm = TextDataModule(
+            context_length=4,
+            batch_size=2,
+            tokenizer={"kind": "tiktoken"},
+            path=str(SEED_SAMPLE),
+            cache_dir=str(tmp_path),
+            val_fraction=0.5,
+            seed=0,
+        )
         dm.setup("fit")
-        dm.trainer = SimpleNamespace(world_size=world_size, global_rank=rank, max_steps=3, accumulate_grad_batches=1,
-                                     global_step=0, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        dm.trainer = SimpleNamespace(
+            world_size=world_size,
+            global_rank=rank,
+            max_steps=3,
+            accumulate_grad_batches=1,
+            global_step=0,
+            strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        )
         return dm.val_dataloader(), dm.train_dataloader()
 
     single, _ = loaders(0, 1)
@@ -242,8 +291,15 @@ def test_validation_windows_are_split_across_ranks_without_repeats(tmp_path):
 
 def test_joblib_sweep_with_an_invalid_job(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "model.num_heads=2,3",
-                       f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}")
+    result = run_train(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        "model.num_heads=2,3",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 1, result.stderr[-3000:]  # a job failed: non-zero, at the end
     message = "error: model.d_model=32 is not divisible by model.num_heads=3"
     assert message in result.stderr + result.stdout  # on the console ...
@@ -266,15 +322,26 @@ def test_joblib_sweep_with_an_invalid_job(tmp_path):
 
 def test_optuna_search_survives_a_failed_trial_and_resumes(tmp_path):
     storage = tmp_path / "study.db"
-    search = ["hparams_search=optuna", "hydra/sweeper/sampler=random", f"hydra.sweeper.storage=sqlite:///{storage}",
-              "model.num_heads=choice(2,3)",  # 3 does not divide d_model=32
-              "data.context_length=16", "optim.lr=0.002", "model.num_layers=1", "model.d_model=32", *TINY,  # fixed: not searched
-              "hydra.sweeper.n_trials=1", f"data.cache_dir={tmp_path / 'cache'}"]
+    search = [
+        "hparams_search=optuna",
+        "hydra/sweeper/sampler=random",
+        f"hydra.sweeper.storage=sqlite:///{storage}",
+        "model.num_heads=choice(2,3)",  # 3 does not divide d_model=32
+        "data.context_length=16",
+        "optim.lr=0.002",
+        "model.num_layers=1",
+        "model.d_model=32",
+        *TINY,  # fixed: not searched
+        "hydra.sweeper.n_trials=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
 
     def trials():
         with sqlite3.connect(storage) as db:
-            return db.execute("SELECT t.state, v.value FROM trials t LEFT JOIN trial_values v "
-                              "ON v.trial_id = t.trial_id ORDER BY t.number").fetchall()
+            return db.execute(
+                "SELECT t.state, v.value FROM trials t LEFT JOIN trial_values v "
+                "ON v.trial_id = t.trial_id ORDER BY t.number"
+            ).fetchall()
 
     # the random sampler's first draw is num_heads=3 with seed 0, and 2 with seed 2
     first = run_train("-m", *search, "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={tmp_path / 'a'}")
@@ -295,8 +362,14 @@ def test_optuna_search_survives_a_failed_trial_and_resumes(tmp_path):
 def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     before = sorted((ROOT / "outputs").iterdir())
     run_dir = tmp_path / "run"
-    overrides = [*TINY, "model.num_heads=2", "data.val_fraction=0.5", "data.context_length=8",
-                 f"data.cache_dir={tmp_path / 'cache'}", "trainer.precision=32-true"]  # exact: no bf16 rounding
+    overrides = [
+        *TINY,
+        "model.num_heads=2",
+        "data.val_fraction=0.5",
+        "data.context_length=8",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.precision=32-true",
+    ]  # exact: no bf16 rounding
     result = run_train("trainer=ddp_cpu", *overrides, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     final = [line for line in result.stdout.splitlines() if line.startswith("run ")]
@@ -304,7 +377,14 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
 
     # one run folder, written by rank zero only: no rank-1 log, .hydra record or checkpoint copies
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".hydra", "checkpoints", "config.yaml", "metrics.json", "model_summary.txt", "tensorboard", "train.log"]
+        ".hydra",
+        "checkpoints",
+        "config.yaml",
+        "metrics.json",
+        "model_summary.txt",
+        "tensorboard",
+        "train.log",
+    ]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1
     log = (run_dir / "train.log").read_text()
@@ -320,8 +400,14 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     assert len(SequentialWindows(datamodule.val_ids, 8)) == 5  # split 3 + 2 across the ranks
     module = LitGPT.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
     tidy_output()  # as train.py runs: without warnings that do not apply
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     (single,) = trainer.validate(module, datamodule=datamodule, verbose=False)
     for name in ("val/loss", "val/bpb"):
         assert single[name] == pytest.approx(record["metrics"][name], rel=1e-6)

@@ -2,15 +2,14 @@
 
 import io
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from attnlab.runs.checkpoint import load_model
 from attnlab.errors import ConfigError, DataError
+from attnlab.runs.checkpoint import load_model
 from attnlab.tools.eval import evaluate
 from attnlab.tools.export import export
 from attnlab.tools.generate import generate_text
@@ -34,8 +33,14 @@ def run(tmp_path_factory):
     from attnlab.training.train import train
 
     tmp = tmp_path_factory.mktemp("tools")
-    cfg = compose("config", f"paths.root={ROOT}", f"paths.output_dir={tmp / 'run'}", f"data.cache_dir={tmp / 'cache'}",
-                  *FAST, "~logger")
+    cfg = compose(
+        "config",
+        f"paths.root={ROOT}",
+        f"paths.output_dir={tmp / 'run'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        *FAST,
+        "~logger",
+    )
     metrics = train(cfg)
     return tmp / "run", metrics
 
@@ -97,7 +102,9 @@ def test_attnlab_generate_writes_nothing_and_names_unknown_characters(run, tmp_p
     assert "10 tokens in" in result.stderr.strip().splitlines()[-1]
     bad = run_tool("generate", f"ckpt_path={folder}", "prompt='café'", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: cannot spell 'café' with tokens of the training corpus")
+    assert (
+        bad.stderr.strip().splitlines()[-1].startswith("error: cannot spell 'café' with tokens of the training corpus")
+    )
     assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra/, no log file
 
 
@@ -115,8 +122,9 @@ def test_eval_reproduces_training_val_and_measures_any_text(run, tmp_path, capsy
     assert "eval last.ckpt on" in capsys.readouterr().out
 
     out = tmp_path / "sample.json"
-    text = evaluate(compose("eval", f"ckpt_path={folder}", f"data.path={SEED_SAMPLE}", f"out={out}",
-                            "data.batch_size=1", *common))
+    text = evaluate(
+        compose("eval", f"ckpt_path={folder}", f"data.path={SEED_SAMPLE}", f"out={out}", "data.batch_size=1", *common)
+    )
     assert text["tokens"] == 69 and text["windows"] == 5  # 70 tokens: 69 predictions in windows of 16
     assert json.loads(out.read_text())["bpb"] == text["bpb"]
 
@@ -165,7 +173,7 @@ import sys, torch, attnlab
 model, tok = attnlab.load({str(out)!r})
 ids = torch.as_tensor(tok.encode({PROMPT!r})).long().unsqueeze(0)
 with torch.no_grad():
-    torch.testing.assert_close(model(ids), torch.load({str(tmp_path / 'expected.pt')!r}), rtol=0, atol=0)
+    torch.testing.assert_close(model(ids), torch.load({str(tmp_path / "expected.pt")!r}), rtol=0, atol=0)
 assert not model.training and tok.decode(ids[0]) == {PROMPT!r}
 loaded = sorted({{m.split('.')[0] for m in sys.modules}} & {{'lightning', 'pytorch_lightning', 'hydra', 'omegaconf'}})
 assert not loaded, loaded

@@ -6,13 +6,19 @@ import pytest
 import torch
 
 import attnlab.runs.resume
-from attnlab.runs.checkpoint import load_model, safe_load
 from attnlab.errors import ConfigError
+from attnlab.runs.checkpoint import load_model, safe_load
 from attnlab.training.lit_gpt import LitGPT
 from attnlab.training.train import train
 
-TINY = ["debug=tiny", "trainer.max_steps=3", "trainer.val_check_interval=3", "~logger", "~callbacks.attention",
-        "~callbacks.samples"]
+TINY = [
+    "debug=tiny",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "~logger",
+    "~callbacks.attention",
+    "~callbacks.samples",
+]
 
 
 def test_a_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, compose, monkeypatch):
@@ -39,7 +45,9 @@ def test_a_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, com
 
     # resumed with the other setting: the same model, accepted
     later = compose("trainer.max_steps=4", "model.compile=false", f"resume={run}")
-    monkeypatch.setattr(attnlab.runs.resume, "command_line_keys", lambda: ["trainer.max_steps", "model.compile", "resume"])
+    monkeypatch.setattr(
+        attnlab.runs.resume, "command_line_keys", lambda: ["trainer.max_steps", "model.compile", "resume"]
+    )
     assert train(later)["steps"] == 4
     assert (run / "config.yaml").read_text().count("compile: false") == 1
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.text import Perplexity
 
-from attnlab.training.metrics import LanguageModelMetrics
 from attnlab.model import GPT, ModelConfig
+from attnlab.training.metrics import LanguageModelMetrics
 from attnlab.training.optim import MuonWithAdamW, OptimConfig, build_optimizer, hidden_matrices, param_groups
 from attnlab.training.schedule import warmup_cosine
 
@@ -50,7 +50,9 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_embedding_and_output_layer_can_take_their_own_lr_under_the_schedule():
-    untied = GPT(ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=1, tie_embeddings=False))
+    untied = GPT(
+        ModelConfig(vocab_size=20, context_length=8, d_model=16, num_heads=2, num_layers=1, tie_embeddings=False)
+    )
     assert len(build_optimizer(untied, OptimConfig()).param_groups) == 2  # unset: the groups of earlier checkpoints
     opt = build_optimizer(untied, OptimConfig(name="muon", lr=1e-3, embed_lr=0.05, head_lr=4e-3))
     lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
@@ -74,7 +76,9 @@ def test_muon_takes_the_hidden_matrices_and_checkpoints_like_one_optimizer(tmp_p
     adamw, muon = opt.optimizers
     assert isinstance(opt, MuonWithAdamW) and isinstance(muon, torch.optim.Muon)
     names = hidden_matrices(model)
-    assert len(names) == 2 * 6 and all(n.startswith("blocks.") and n.endswith("weight") for n in names)  # q k v out up down
+    assert len(names) == 2 * 6 and all(
+        n.startswith("blocks.") and n.endswith("weight") for n in names
+    )  # q k v out up down
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     adamw_params = {id(p) for g in adamw.param_groups for p in g["params"]}
     assert not muon_params & adamw_params and len(muon_params | adamw_params) == len(list(model.parameters()))

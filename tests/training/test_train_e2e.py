@@ -3,7 +3,6 @@
 import io
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from attnlab.training.lit_gpt import LitGPT
 from attnlab.training.train import train
-from tests.conftest import ROOT, run_tool, run_train
+from tests.conftest import run_tool, run_train
 
 FAST = ["debug=tiny"]  # conf/debug/tiny.yaml: the seed sample, a 32-wide 1-layer model, 6 steps
 
@@ -82,7 +81,12 @@ def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
     run_dir, result = trained_run
     events = read_events(run_dir)
     images = events.Tags()["images"]
-    assert sorted(images) == ["attention/layer_0", "attention/layer_0_mean", "attention/layer_1", "attention/layer_1_mean"]
+    assert sorted(images) == [
+        "attention/layer_0",
+        "attention/layer_0_mean",
+        "attention/layer_1",
+        "attention/layer_1_mean",
+    ]
     for tag in images:
         logged = events.Images(tag)
         assert [e.step for e in logged] == [3, 5]  # with the validation scalars
@@ -118,8 +122,21 @@ def _free_port():
 def test_tensorboard_serves_the_run(trained_run):
     run_dir, _ = trained_run
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/data/plugin"
     try:
         deadline = time.monotonic() + 90
@@ -135,8 +152,9 @@ def test_tensorboard_serves_the_run(trained_run):
         assert {"val/bpb", "train/loss", "train/grad_norm"} <= set(scalars["tensorboard"])
         images = json.loads(urllib.request.urlopen(f"{base}/images/tags", timeout=10).read())
         assert "attention/layer_0" in images["tensorboard"]
-        series = json.loads(urllib.request.urlopen(
-            f"{base}/scalars/scalars?run=tensorboard&tag=val%2Fbpb", timeout=10).read())
+        series = json.loads(
+            urllib.request.urlopen(f"{base}/scalars/scalars?run=tensorboard&tag=val%2Fbpb", timeout=10).read()
+        )
         assert [step for _, step, _ in series] == [3, 5]
     finally:
         server.terminate()
@@ -161,15 +179,25 @@ def test_bad_config_fails_fast_with_one_line(tmp_path):
     result = run_train("data=seed_sample", "model.d_model=30", "model.num_heads=4", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == ("error: model.d_model=30 is not divisible by model.num_heads=4; "
-                         "pick num_heads from [1, 2, 3, 5, 6, 10, 15, 30] or change d_model")
+    assert lines[-1] == (
+        "error: model.d_model=30 is not divisible by model.num_heads=4; "
+        "pick num_heads from [1, 2, 3, 5, 6, 10, 15, 30] or change d_model"
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_in_process_training_learns(compose):
-    cfg = compose("data=seed_sample", "trainer.max_steps=40", "trainer.val_check_interval=40", "trainer.enable_progress_bar=false",
-                  "trainer.num_sanity_val_steps=0", "model.dropout=0.0", "optim.lr=3e-3", "~logger")
+    cfg = compose(
+        "data=seed_sample",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=40",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+        "model.dropout=0.0",
+        "optim.lr=3e-3",
+        "~logger",
+    )
     metrics = train(cfg)
     assert metrics["steps"] == 40
     # on 58 tokens the untrained model's loss is about ln(58) = 4.06; 40 steps learn the train split
@@ -179,12 +207,27 @@ def test_in_process_training_learns(compose):
 def test_modern_model_with_muon_learns_and_checkpoints_both_optimizers(compose, tmp_path):
     from attnlab.runs.checkpoint import safe_load
 
-    modern = ["model.positional=rope", "model.norm=rmsnorm", "model.qk_norm=true", "model.activation=relu2",
-              "model.tie_embeddings=false", "model.bias=false", "optim=muon"]
-    common = ["data=seed_sample", "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0", "model.dropout=0.0",
-              "optim.lr=3e-3", "~logger", *modern]
-    metrics = train(compose(*common, "trainer.max_steps=30", "trainer.val_check_interval=30",
-                            f"paths.output_dir={tmp_path}"))
+    modern = [
+        "model.positional=rope",
+        "model.norm=rmsnorm",
+        "model.qk_norm=true",
+        "model.activation=relu2",
+        "model.tie_embeddings=false",
+        "model.bias=false",
+        "optim=muon",
+    ]
+    common = [
+        "data=seed_sample",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+        "model.dropout=0.0",
+        "optim.lr=3e-3",
+        "~logger",
+        *modern,
+    ]
+    metrics = train(
+        compose(*common, "trainer.max_steps=30", "trainer.val_check_interval=30", f"paths.output_dir={tmp_path}")
+    )
     assert metrics["steps"] == 30 and metrics["train/loss"] < 2.5  # untrained: about ln(58) = 4.06
     state = safe_load(tmp_path / "checkpoints" / "last.ckpt")["optimizer_states"][0]
     assert {"exp_avg", "momentum_buffer"} <= {k for s in state["state"].values() for k in s}  # AdamW's and Muon's
@@ -205,8 +248,8 @@ def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, see
 
     import numpy as np
 
-    from attnlab.runs.checkpoint import load_model
     from attnlab.data.datamodule import TextDataModule
+    from attnlab.runs.checkpoint import load_model
 
     cfg = compose(*FAST, "data/tokenizer=char", "~logger", f"paths.output_dir={tmp_path / 'char'}")
     metrics = train(cfg)
@@ -227,9 +270,19 @@ def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, see
 
 
 def test_speedrun_preset_trains_for_its_wall_clock_budget_and_ends_its_schedule_with_it(compose, tmp_path):
-    cfg = compose("experiment=speedrun_cpu", "data=seed_sample", "trainer.max_time=00:00:00:03", "data.context_length=8", "model.d_model=32",
-                  "model.num_heads=2", "model.num_layers=1", "trainer.log_every_n_steps=1", "logger=csv",
-                  "optim.warmup_steps=2", f"paths.output_dir={tmp_path}")
+    cfg = compose(
+        "experiment=speedrun_cpu",
+        "data=seed_sample",
+        "trainer.max_time=00:00:00:03",
+        "data.context_length=8",
+        "model.d_model=32",
+        "model.num_heads=2",
+        "model.num_layers=1",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+        "optim.warmup_steps=2",
+        f"paths.output_dir={tmp_path}",
+    )
     assert cfg.trainer.precision == "bf16-mixed" and cfg.optim.name == "muon" and cfg.model.positional == "rope"
     metrics = train(cfg)
     assert 3 < metrics["steps"] < cfg.trainer.max_steps and math.isfinite(metrics["val/bpb"])  # time ended it
@@ -237,4 +290,6 @@ def test_speedrun_preset_trains_for_its_wall_clock_budget_and_ends_its_schedule_
 
     (log,) = tmp_path.rglob("metrics.csv")
     lrs = [float(r["lr"]) for r in csv.DictReader(log.open()) if r.get("lr")]
-    assert max(lrs) == pytest.approx(cfg.optim.lr, rel=0.05) and lrs[-1] < 0.2 * max(lrs)  # the cosine ran out with the time
+    assert max(lrs) == pytest.approx(cfg.optim.lr, rel=0.05) and lrs[-1] < 0.2 * max(
+        lrs
+    )  # the cosine ran out with the time

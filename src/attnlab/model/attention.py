@@ -16,6 +16,7 @@ from attnlab.errors import ConfigError
 from attnlab.model.config import ATTENTION_IMPLS, ModelConfig
 from attnlab.model.layers import RotaryPositions, make_norm
 
+
 class KVCache:
     """The keys and values every layer computed for the tokens already processed.
 
@@ -80,8 +81,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = t.shape
         return t.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False,
-                cache: KVCache | None = None, layer: int = 0):
+    def forward(
+        self,
+        x: torch.Tensor,
+        impl: str | None = None,
+        return_weights: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ):
         """``x`` (B, T, C) holds positions start..start+T-1, where start is the number of tokens
         already in ``cache`` (0 without one); their queries also attend to the cached keys."""
         B, T, C = x.shape  # (B, T, C)
@@ -91,7 +98,10 @@ class CausalSelfAttention(nn.Module):
         v = self.split_heads(self.value(x))  # (B, nh, T, hs)
         start = cache.length if cache is not None else 0
         if self.q_norm is not None:  # QK-norm: unit-RMS queries and keys bound the logits' size
-            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)  # (B, nh, T, hs), stats in fp32
+            q, k = (
+                self.q_norm(q.float()).to(v.dtype),
+                self.k_norm(k.float()).to(v.dtype),
+            )  # (B, nh, T, hs), stats in fp32
         if self.rotary is not None:  # RoPE: rotate by absolute position, scores see relative ones
             q, k = self.rotary(q, start), self.rotary(k, start)  # (B, nh, T, hs)
         if cache is not None:
@@ -118,4 +128,3 @@ class CausalSelfAttention(nn.Module):
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated
         out = self.resid_dropout(self.out_proj(out))  # (B, T, C)
         return (out, weights) if return_weights else out
-

@@ -65,5 +65,5 @@ class ModelConfig:
         return self.d_model // self.num_heads
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
+    def from_dict(cls, values: dict) -> ModelConfig:
         return from_dict(cls, values, "model")

@@ -45,8 +45,14 @@ class Block(nn.Module):
         self.ln2 = make_norm(cfg, cfg.d_model)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, impl: str | None = None, return_weights: bool = False,
-                cache: KVCache | None = None, layer: int = 0):
+    def forward(
+        self,
+        x: torch.Tensor,
+        impl: str | None = None,
+        return_weights: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ):
         weights = None
         if return_weights:
             a, weights = self.attn(self.ln1(x), impl=impl, return_weights=True, cache=cache, layer=layer)
@@ -98,8 +104,14 @@ class GPT(nn.Module):
         """An empty :class:`KVCache` for ``batch_size`` sequences."""
         return KVCache(self.cfg, batch_size)
 
-    def forward(self, idx: torch.Tensor, impl: str | None = None, return_attention: bool = False,
-                cache: KVCache | None = None, last_only: bool = False):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        impl: str | None = None,
+        return_attention: bool = False,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ):
         """Logits (B, T, V) for token ids ``idx`` (B, T); with ``return_attention`` also each
         layer's attention weights, a list of num_layers tensors (B, nh, T, S).
 

@@ -107,4 +107,3 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.down(self.act(self.up(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
-

@@ -16,7 +16,7 @@ same text, more work.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -24,8 +24,13 @@ from attnlab.errors import ConfigError
 from attnlab.model.gpt import GPT
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Next token ids (B,) from the last position's logits (B, V)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)  # (B,)
@@ -87,10 +92,18 @@ class Decoder:
 
 
 @torch.no_grad()
-def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, *, use_cache: bool = True,
-             slide: int | None = None) -> Iterator[torch.Tensor]:
+def generate(
+    model: GPT,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    use_cache: bool = True,
+    slide: int | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield ``max_new_tokens`` steps of new ids (B,) continuing ``prompt`` (B, T0) or (T0,).
 
     The model sees at most its last ``context_length`` tokens (:class:`Decoder`); ``use_cache``

@@ -13,7 +13,7 @@ them) on the trained parameters, whatever path training uses.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ _BASE_FONT = "DejaVu Sans"  # matplotlib's own font: Latin, Greek, Cyrillic, arr
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fonts() -> tuple[tuple[str, ...], frozenset[int]]:
     """Font families to draw labels with (matplotlib falls back glyph by glyph along the list),
     and the set of code points they cover between them. A CJK-capable font is added when one is
@@ -91,8 +91,7 @@ def token_labels(tokenizer: Tokenizer, ids: list[int]) -> tuple[list[str], str |
 # --------------------------------------------------------------------------------------------
 
 
-def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title: str,
-          note: str | None) -> np.ndarray:
+def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title: str, note: str | None) -> np.ndarray:
     """Heatmaps (T, T) in a grid, one colour bar; returns the image as (H, W, 3) uint8.
 
     The layout is computed in inches here (no automatic layout engine: it would cost more than
@@ -134,16 +133,16 @@ def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title:
         ax.set_xlabel("key", fontsize=8)
         ax.set_ylabel("query", fontsize=8)
     bar_h = min(height - head - 0.6, 3.0)
-    bar_ax = fig.add_axes(((width - bar + 0.15) / width, (height - head - 0.3 - bar_h) / height,
-                           0.18 / width, bar_h / height))
+    bar_ax = fig.add_axes(
+        ((width - bar + 0.15) / width, (height - head - 0.3 - bar_h) / height, 0.18 / width, bar_h / height)
+    )
     fig.colorbar(image, cax=bar_ax, label="attention weight")
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10, y=1 - 0.08 / height, va="top")
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
 
 
-def attention_images(model: GPT, tokenizer: Tokenizer, ids: torch.Tensor,
-                     caption: str = "") -> dict[str, np.ndarray]:
+def attention_images(model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, caption: str = "") -> dict[str, np.ndarray]:
     """``{"attention/layer_{i}": heads grid, "attention/layer_{i}_mean": head mean}`` as (H, W, 3) uint8."""
     weights = probe_attention(model, ids)  # num_layers x (nh, T, T)
     T = ids.numel()
@@ -167,8 +166,9 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def write_attention_pngs(model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, out_dir: Path,
-                         caption: str = "") -> list[Path]:
+def write_attention_pngs(
+    model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, out_dir: Path, caption: str = ""
+) -> list[Path]:
     """Render every layer's maps for ``ids`` (T,) into ``out_dir/layer_{i}.png`` and ``layer_{i}_mean.png``."""
     images = attention_images(model, tokenizer, ids, caption)
     return [save_png(image, out_dir / f"{tag.removeprefix('attention/')}.png") for tag, image in images.items()]

@@ -91,8 +91,15 @@ class Samples(L.Callback):
     """At each validation end, continue a fixed prompt (greedy and one seeded sample) and log the
     text under ``samples`` (TEXT tab). Default prompt: the start of the validation text."""
 
-    def __init__(self, prompt: str | None = None, max_new_tokens: int = 64, temperature: float = 0.8,
-                 top_k: int | None = 200, seed: int = 0, prompt_tokens: int = 8):
+    def __init__(
+        self,
+        prompt: str | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.8,
+        top_k: int | None = 200,
+        seed: int = 0,
+        prompt_tokens: int = 8,
+    ):
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
         self.prompt_tokens = prompt_tokens
@@ -109,14 +116,15 @@ class Samples(L.Callback):
             context_length = pl_module.model.cfg.context_length
             ids = default_probe(tokenizer, val_ids, context_length)[: self.prompt_tokens] if val_ids is not None else []
         if len(ids):
-            self.ids = torch.from_numpy(np.asarray(ids[-pl_module.model.cfg.context_length:], dtype=np.int64))
+            self.ids = torch.from_numpy(np.asarray(ids[-pl_module.model.cfg.context_length :], dtype=np.int64))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         writers = tensorboard_writers(trainer)
         if trainer.sanity_checking or not writers or self.ids is None or not trainer.is_global_zero:
             return
-        text = sample_markdown(pl_module.model, pl_module.tokenizer, self.ids, self.max_new_tokens,
-                               self.temperature, self.top_k, self.seed)
+        text = sample_markdown(
+            pl_module.model, pl_module.tokenizer, self.ids, self.max_new_tokens, self.temperature, self.top_k, self.seed
+        )
         for writer in writers:
             writer.add_text("samples", text, logged_step(trainer))
 

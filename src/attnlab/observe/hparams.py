@@ -16,6 +16,7 @@ _SKIPPED = ("data.cache_dir", "data.data_dir", "trainer.enable_progress_bar", "t
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's hyperparameters as ``{"model.d_model": 128, ...}``: numbers, strings and booleans
     (what TensorBoard's HParams dashboard can show); lists and nulls become strings."""
+
     def walk(prefix: str, node: Any, out: dict[str, Any]) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
@@ -41,9 +42,8 @@ def log_hparams(trainer: L.Trainer, hparams: dict[str, Any], num_parameters: int
             continue
         logger.hparams.update(hparams)  # also saved as <run>/tensorboard/hparams.yaml
         writer = logger.experiment
-        experiment, start, end = hparams_summary(hparams, {tag: 0.0 for tag in HPARAM_METRICS})
+        experiment, start, end = hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
         file_writer = writer._get_file_writer()
         for summary in (experiment, start, end):
             file_writer.add_summary(summary)
         writer.add_scalar("model/num_parameters", num_parameters, 0)
-

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 PROBE_MAX_TOKENS = 32  # the default probe: a val-split line of 8 to 32 tokens (labels fit on the axes)
 PROBE_MIN_TOKENS = 8
 
+
 def default_probe(tokenizer: Tokenizer, val_ids: np.ndarray, context_length: int) -> np.ndarray:
     """A short line of the validation text: the first run of 8 to 32 tokens (at most
     ``context_length``) between tokens holding a line break, else the text's first tokens.
@@ -51,7 +52,6 @@ def probe_ids(text: str | None, tokenizer: Tokenizer, val_ids: np.ndarray | None
         log.warning("probe text has %d tokens; showing the first context_length=%d", len(ids), context_length)
         ids = ids[:context_length]
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (T,)
-
 
 
 @torch.no_grad()

@@ -9,8 +9,15 @@ from attnlab.model import GPT
 from attnlab.model.sampling import generate
 
 
-def sample_markdown(model: GPT, tokenizer: Tokenizer, prompt: torch.Tensor, max_new_tokens: int,
-                    temperature: float, top_k: int | None, seed: int) -> str:
+def sample_markdown(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int,
+) -> str:
     """A greedy and a sampled continuation of ``prompt`` (T0,), as Markdown for the TEXT tab."""
     was_training = model.training
     model.eval()
@@ -19,8 +26,9 @@ def sample_markdown(model: GPT, tokenizer: Tokenizer, prompt: torch.Tensor, max_
         prompt = prompt.to(device)
         greedy = torch.stack(list(generate(model, prompt, max_new_tokens, temperature=0.0)), dim=1)  # (1, N)
         g = torch.Generator(device=device).manual_seed(seed)  # the same draw at every step
-        sampled = torch.stack(list(generate(model, prompt, max_new_tokens, temperature=temperature,
-                                            top_k=top_k, generator=g)), dim=1)  # (1, N)
+        sampled = torch.stack(
+            list(generate(model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)), dim=1
+        )  # (1, N)
     finally:
         model.train(was_training)
     prompt_text = tokenizer.decode(prompt.cpu())

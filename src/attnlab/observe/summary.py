@@ -9,6 +9,7 @@ from attnlab.model import GPT
 
 def model_summary(model: GPT) -> str:
     """Parameters per module as a table: embedding, positions, each block's parts, head, total."""
+
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
 
@@ -31,11 +32,12 @@ def model_summary(model: GPT) -> str:
     line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
     out = [line(("module", "type", "parameters")), "-" * (sum(widths) + 4)]
     out += [line(r) for r in rows]
-    out += ["-" * (sum(widths) + 4),
-            f"total {total:,} parameters ({body:,} without the embedding), {total * 4 / 2**20:.1f} MiB in fp32",
-            f"config: d_model={cfg.d_model} num_heads={cfg.num_heads} head_size={cfg.head_size} "
-            f"num_layers={cfg.num_layers} context_length={cfg.context_length} vocab_size={cfg.vocab_size} "
-            f"attention={cfg.attention} positional={cfg.positional} norm={cfg.norm} qk_norm={cfg.qk_norm} "
-            f"activation={cfg.activation} tie_embeddings={cfg.tie_embeddings}"]
+    out += [
+        "-" * (sum(widths) + 4),
+        f"total {total:,} parameters ({body:,} without the embedding), {total * 4 / 2**20:.1f} MiB in fp32",
+        f"config: d_model={cfg.d_model} num_heads={cfg.num_heads} head_size={cfg.head_size} "
+        f"num_layers={cfg.num_layers} context_length={cfg.context_length} vocab_size={cfg.vocab_size} "
+        f"attention={cfg.attention} positional={cfg.positional} norm={cfg.norm} qk_norm={cfg.qk_norm} "
+        f"activation={cfg.activation} tie_embeddings={cfg.tie_embeddings}",
+    ]
     return "\n".join(out)
-

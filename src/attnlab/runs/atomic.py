@@ -13,8 +13,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 _UMASK = os.umask(0o022)  # read the process umask (os.umask sets it, so put it back)
 os.umask(_UMASK)

@@ -11,9 +11,10 @@ atomically (:mod:`attnlab.runs.atomic`): a kill during a save leaves the previou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -64,8 +65,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
         remove_stale_temps(path)
 
-    def load_checkpoint(self, path: str | Path, map_location: Callable | Any = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Callable | Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file that a run saved")
@@ -81,8 +83,11 @@ def model_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``["d_model 32 -> 64", ...]``: the architecture hyperparameters where ``wanted`` differs
     from ``saved`` (both ``ModelConfig`` dicts, defaults filled in)."""
     old, new = ModelConfig.from_dict(dict(saved)), ModelConfig.from_dict(dict(wanted))
-    return [f"{k} {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in ARCHITECTURE_KEYS
-            if getattr(old, k) != getattr(new, k)]
+    return [
+        f"{k} {getattr(old, k)!r} -> {getattr(new, k)!r}"
+        for k in ARCHITECTURE_KEYS
+        if getattr(old, k) != getattr(new, k)
+    ]
 
 
 def require_same_model(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:

@@ -58,4 +58,4 @@ def make_storage_folder(config: DictConfig) -> None:
     storage = config.hydra.sweeper.get("storage")
     prefix = "sqlite:///"
     if isinstance(storage, str) and storage.startswith(prefix) and storage != prefix + ":memory:":
-        Path(storage[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(storage[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -61,8 +61,9 @@ def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def record_job(output_dir: Path, status: str, seconds: float, metrics: dict[str, float] | None = None,
-               error: str | None = None) -> dict[str, Any]:
+def record_job(
+    output_dir: Path, status: str, seconds: float, metrics: dict[str, float] | None = None, error: str | None = None
+) -> dict[str, Any]:
     """Write ``<output_dir>/metrics.json`` (atomically, rank zero only) and return what it holds."""
     record = {
         "status": status,  # ok | failed
@@ -98,7 +99,9 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
         message = str(err) if isinstance(err, AttnlabError) else f"{type(err).__name__}: {err}"
         if not in_multirun():  # one line and exit 2; nothing written (a refused resume keeps the run's record)
             raise
-        record_job(output_dir, "failed", time.perf_counter() - started, error=message.splitlines()[0] if message else "")
+        record_job(
+            output_dir, "failed", time.perf_counter() - started, error=message.splitlines()[0] if message else ""
+        )
         if isinstance(err, AttnlabError):
             log.error("error: %s", err)
         else:  # a bug or a crash (out of memory, ...): the traceback goes to the job's log

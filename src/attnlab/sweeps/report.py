@@ -15,9 +15,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -64,8 +65,9 @@ class Summary:
         return min(scored, key=lambda j: j.metric(OBJECTIVE)) if scored else None
 
     def counts_line(self) -> str:
-        counts = ", ".join(f"{sum(j.status == s for j in self.jobs)} {s}" for s in STATUSES
-                           if any(j.status == s for j in self.jobs))
+        counts = ", ".join(
+            f"{sum(j.status == s for j in self.jobs)} {s}" for s in STATUSES if any(j.status == s for j in self.jobs)
+        )
         return f"{len(self.jobs)} job{'s' * (len(self.jobs) != 1)}" + (f": {counts}" if counts else "")
 
     def swept_overrides(self, job: Job) -> str:
@@ -89,9 +91,17 @@ def read_job(folder: Path) -> Job | None:
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"{record_path} is not a job record ({err}); delete it to list the job as unfinished") from err
-        return Job(folder.name, record["status"], list(record.get("overrides") or []), record.get("metrics") or {},
-                   record.get("seconds"), record.get("error"))
+            raise DataError(
+                f"{record_path} is not a job record ({err}); delete it to list the job as unfinished"
+            ) from err
+        return Job(
+            folder.name,
+            record["status"],
+            list(record.get("overrides") or []),
+            record.get("metrics") or {},
+            record.get("seconds"),
+            record.get("error"),
+        )
     if overrides_path.is_file():
         overrides = yaml.safe_load(overrides_path.read_text(encoding="utf-8")) or []
         return Job(folder.name, "unfinished", [str(o) for o in overrides])
@@ -101,13 +111,16 @@ def read_job(folder: Path) -> Job | None:
 def load_summary(sweep_dir: str | Path) -> Summary:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise ConfigError(f"no sweep folder at {sweep_dir}; pass the folder a multirun wrote, "
-                          "e.g. outputs/multirun/<date>/<time>")
+        raise ConfigError(
+            f"no sweep folder at {sweep_dir}; pass the folder a multirun wrote, e.g. outputs/multirun/<date>/<time>"
+        )
     folders = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     jobs = [job for job in map(read_job, folders) if job is not None]
     if not jobs:
-        raise ConfigError(f"{sweep_dir} holds no job folders (<n>/.hydra/ or <n>/{JOB_RECORD}, n = the job number); "
-                          "pass a sweep folder, e.g. outputs/multirun/<date>/<time>")
+        raise ConfigError(
+            f"{sweep_dir} holds no job folders (<n>/.hydra/ or <n>/{JOB_RECORD}, n = the job number); "
+            "pass a sweep folder, e.g. outputs/multirun/<date>/<time>"
+        )
     keys: list[str] = []
     for job in jobs:
         keys += [k for k in job.params if k not in keys]
@@ -125,6 +138,7 @@ COLUMNS = ("parameters", "val/loss", "val/bpb", "tokens/s", "wall time")
 
 def _cells(job: Job) -> dict[str, str]:
     """The table's figures for one job, formatted; blank where the job has none."""
+
     def fmt(value: float | None, spec: str) -> str:
         return format(value, spec) if _finite(value) else ""
 
@@ -135,26 +149,55 @@ def _cells(job: Job) -> dict[str, str]:
         wall = f"{seconds:.1f}s"
     else:
         wall = f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
-    return {"parameters": fmt(job.metric("model/num_parameters"), ",.0f"), "val/loss": fmt(job.metric("val/loss"), ".4f"),
-            "val/bpb": fmt(job.metric("val/bpb"), ".4f"), "tokens/s": fmt(job.metric("train/tokens_per_sec"), ",.0f"),
-            "wall time": wall}
+    return {
+        "parameters": fmt(job.metric("model/num_parameters"), ",.0f"),
+        "val/loss": fmt(job.metric("val/loss"), ".4f"),
+        "val/bpb": fmt(job.metric("val/bpb"), ".4f"),
+        "tokens/s": fmt(job.metric("train/tokens_per_sec"), ",.0f"),
+        "wall time": wall,
+    }
 
 
 def summary_csv(summary: Summary) -> str:
     """One row per job, unformatted figures; every swept parameter also has a column of its own."""
+
     def number(value: float | None, cast=float) -> Any:
         return "" if value is None else cast(value)
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", "status", "overrides", *summary.swept, "num_parameters", "val/loss", "val/bpb",
-                     "tokens_per_sec", "wall_seconds", "steps", "error"])
+    writer.writerow(
+        [
+            "job",
+            "status",
+            "overrides",
+            *summary.swept,
+            "num_parameters",
+            "val/loss",
+            "val/bpb",
+            "tokens_per_sec",
+            "wall_seconds",
+            "steps",
+            "error",
+        ]
+    )
     for job in summary.jobs:
         params = job.params
-        writer.writerow([job.name, job.status, " ".join(job.overrides), *(params.get(k, "") for k in summary.swept),
-                         number(job.metric("model/num_parameters"), int), number(job.metric("val/loss")),
-                         number(job.metric("val/bpb")), number(job.metric("train/tokens_per_sec")),
-                         number(job.seconds), number(job.metric("steps"), int), job.error or ""])
+        writer.writerow(
+            [
+                job.name,
+                job.status,
+                " ".join(job.overrides),
+                *(params.get(k, "") for k in summary.swept),
+                number(job.metric("model/num_parameters"), int),
+                number(job.metric("val/loss")),
+                number(job.metric("val/bpb")),
+                number(job.metric("train/tokens_per_sec")),
+                number(job.seconds),
+                number(job.metric("steps"), int),
+                job.error or "",
+            ]
+        )
     return out.getvalue()
 
 
@@ -165,18 +208,26 @@ def summary_md(summary: Summary) -> str:
     lines = [f"# Sweep {summary.sweep_dir}", "", summary.counts_line() + "."]
     best = summary.best()
     if best is not None:
-        lines.append(f"Best {OBJECTIVE} {best.metric(OBJECTIVE):.4f}: job {best.name} "
-                     f"({code(summary.swept_overrides(best)) or 'no swept parameters'}).")
+        lines.append(
+            f"Best {OBJECTIVE} {best.metric(OBJECTIVE):.4f}: job {best.name} "
+            f"({code(summary.swept_overrides(best)) or 'no swept parameters'})."
+        )
     if summary.common:
         lines.append(f"Common to every job: {code(' '.join(summary.common))}.")
-    lines += ["", "| job | overrides | " + " | ".join(COLUMNS) + " | status |",
-              "| ---: | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- |"]
+    lines += [
+        "",
+        "| job | overrides | " + " | ".join(COLUMNS) + " | status |",
+        "| ---: | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- |",
+    ]
     for job in summary.jobs:
         cells = _cells(job)
         if job is best:
             cells[OBJECTIVE] = f"**{cells[OBJECTIVE]}**"
-        lines.append(f"| {job.name} | {code(summary.swept_overrides(job))} | "
-                     + " | ".join(cells[c] for c in COLUMNS) + f" | {job.status} |")
+        lines.append(
+            f"| {job.name} | {code(summary.swept_overrides(job))} | "
+            + " | ".join(cells[c] for c in COLUMNS)
+            + f" | {job.status} |"
+        )
     failed = [job for job in summary.jobs if job.status == "failed"]
     if failed:
         lines += ["", "## Failed jobs", ""]
@@ -236,8 +287,15 @@ def summary_png(summary: Summary, path: Path) -> None:
         fails = [x for x, j in zip(xs, shown) if j in failed]
         if fails:  # at the bottom edge, whatever the y scale
             ax.margins(y=0.15)  # room below the dots
-            ax.scatter(fails, [0.04] * len(fails), marker="x", color="tab:red", transform=ax.get_xaxis_transform(),
-                       zorder=4, label="failed")
+            ax.scatter(
+                fails,
+                [0.04] * len(fails),
+                marker="x",
+                color="tab:red",
+                transform=ax.get_xaxis_transform(),
+                zorder=4,
+                label="failed",
+            )
             ax.update_datalim([(x, 0.0) for x in fails], updatey=False)  # a numeric x axis must reach them
             ax.autoscale_view()
             ax.legend(loc="upper right", fontsize=8)
@@ -259,7 +317,9 @@ def write_report(sweep_dir: str | Path) -> Summary:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="attnlab report", description="Rebuild a sweep's summary.csv, summary.md and summary.png from its job folders.")
+        prog="attnlab report",
+        description="Rebuild a sweep's summary.csv, summary.md and summary.png from its job folders.",
+    )
     parser.add_argument("sweep_dir", help="the sweep folder, e.g. outputs/multirun/2026-11-22/10-00-00")
     args = parser.parse_args(argv)
     with user_errors():

@@ -22,8 +22,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from hydra.experimental.callback import Callback
 

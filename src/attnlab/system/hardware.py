@@ -63,7 +63,9 @@ def check_devices(trainer: dict[str, Any]) -> None:
                 f"use trainer.devices={visible} or trainer.devices=-1 (all)"
             )
     if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.accelerator=mps but Apple's Metal (MPS) backend is not available here; use trainer=cpu")
+        raise ConfigError(
+            "trainer.accelerator=mps but Apple's Metal (MPS) backend is not available here; use trainer=cpu"
+        )
 
 
 def pick_device(name: str):

@@ -29,7 +29,7 @@ def attend(cfg: DictConfig) -> list[Path]:
     if cfg.get("text"):
         ids = tokenizer.encode(cfg.text, respell=True)  # unseen tokens spelled with corpus ones, or one line
         if len(ids) == 0:
-            raise ConfigError("text has no tokens; pass text=\"some words\"")
+            raise ConfigError('text has no tokens; pass text="some words"')
         if len(ids) > Tmax:
             raise ConfigError(f"text has {len(ids)} tokens but the model's context_length is {Tmax}; shorten it")
     else:

@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -69,8 +68,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         name, source, ids = Path(str(cfg.data.path)).stem, str(cfg.data.path), text_ids(str(cfg.data.path), tokenizer)
     if len(ids) < T + 1:
-        raise DataError(f"{source} has {len(ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; "
-                        f"use a longer text")
+        raise DataError(
+            f"{source} has {len(ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; use a longer text"
+        )
     windows = SequentialWindows(ids, T)
     loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
 
@@ -91,8 +91,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     out = Path(cfg.out) if cfg.out is not None else run_dir / layout.EVAL_DIR / f"{ckpt.stem}-{name}.json"
     atomic_write_json(out, result)
-    print(f"eval {ckpt.name} on {source}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
-          f"bpb {result['bpb']:.4f}  ({result['tokens']:,} tokens) -> {out}", flush=True)
+    print(
+        f"eval {ckpt.name} on {source}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
+        f"bpb {result['bpb']:.4f}  ({result['tokens']:,} tokens) -> {out}",
+        flush=True,
+    )
     return result
 
 

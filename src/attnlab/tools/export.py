@@ -77,7 +77,9 @@ def export(ckpt_path: str | Path | None, out: str | Path | None, overwrite: bool
     with atomic_path(out / "model.safetensors") as tmp:
         save_safetensors(model, str(tmp), metadata={"format": "pt"})
     atomic_write_json(out / "config.json", config)
-    atomic_write_text(out / "tokenizer.json", json.dumps(_plain(tokenizer.state_dict())) + "\n")  # compact: the vocabulary
+    atomic_write_text(
+        out / "tokenizer.json", json.dumps(_plain(tokenizer.state_dict())) + "\n"
+    )  # compact: the vocabulary
     return out
 
 
@@ -91,16 +93,19 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     folder = Path(path).expanduser()
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        raise CheckpointError(f"{folder} is not an attnlab export (no {', '.join(missing)}); "
-                              f"write one with `attnlab export ckpt_path=<run> out={folder}`")
+        raise CheckpointError(
+            f"{folder} is not an attnlab export (no {', '.join(missing)}); "
+            f"write one with `attnlab export ckpt_path=<run> out={folder}`"
+        )
     try:
         config = json.loads((folder / "config.json").read_text())
         tokenizer_state = json.loads((folder / "tokenizer.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{folder}: damaged config.json or tokenizer.json ({err}); export it again") from None
     if config.get("format") != FORMAT or config.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{folder}/config.json is not a format-{FORMAT_VERSION} {FORMAT} export; "
-                              f"export it again with this attnlab")
+        raise CheckpointError(
+            f"{folder}/config.json is not a format-{FORMAT_VERSION} {FORMAT} export; export it again with this attnlab"
+        )
     model = GPT(ModelConfig.from_dict(config["model"]))
     try:
         load_safetensors(model, str(folder / "model.safetensors"), device=str(device))

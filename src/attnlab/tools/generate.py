@@ -108,8 +108,17 @@ def generate_text(cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         if settings.echo_prompt:
             out.write(settings.prompt)
         stream = TextStream(tokenizer, out)
-        for nxt in generate(model, prompt, settings.max_new_tokens, settings.temperature, settings.top_k,
-                            settings.top_p, generator, use_cache=settings.use_cache, slide=settings.slide):
+        for nxt in generate(
+            model,
+            prompt,
+            settings.max_new_tokens,
+            settings.temperature,
+            settings.top_k,
+            settings.top_p,
+            generator,
+            use_cache=settings.use_cache,
+            slide=settings.slide,
+        ):
             stream.add(int(nxt[0]))  # (1,): one sequence
         texts.append(stream.finish())
     out.write("\n")

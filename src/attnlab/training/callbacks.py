@@ -84,8 +84,9 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str, filename: str = "last", every_n_train_steps: int = 0):
-        require_int(every_n_train_steps, "callbacks.last_checkpoint.every_n_train_steps (0: only at validation)",
-                    minimum=0)
+        require_int(
+            every_n_train_steps, "callbacks.last_checkpoint.every_n_train_steps (0: only at validation)", minimum=0
+        )
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None

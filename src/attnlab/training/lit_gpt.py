@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -49,8 +50,7 @@ class LitGPT(L.LightningModule):
     (``model.compile``) compiles the training step's forward pass and is not saved.
     """
 
-    def __init__(self, model: dict[str, Any], optim: dict[str, Any] | None = None,
-                 tokenizer: Tokenizer | None = None):
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any] | None = None, tokenizer: Tokenizer | None = None):
         super().__init__()
         model, self.compile_model = split_runtime_options(model)
         # the run logs its whole config (observe.py); the tokenizer is saved on its own
@@ -85,7 +85,9 @@ class LitGPT(L.LightningModule):
     def _nll(self, logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
         V = logits.size(-1)
         # (B*T, V) logits vs (B*T,) targets, in fp32 whatever the autocast dtype
-        return F.cross_entropy(logits.view(-1, V).float(), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
+        return F.cross_entropy(
+            logits.view(-1, V).float(), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction
+        )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)

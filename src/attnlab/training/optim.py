@@ -19,7 +19,6 @@ import torch.nn as nn
 from attnlab.checks import from_dict, require_choice, require_int
 from attnlab.errors import ConfigError
 
-
 OPTIMIZERS = ("adamw", "muon")
 
 
@@ -47,7 +46,9 @@ class OptimConfig:
         for name in ("lr", "embed_lr", "head_lr"):
             value = getattr(self, name)
             if not (value is None and name != "lr") and not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"optim.{name} must be positive{'' if name == 'lr' else ' or null (optim.lr)'}, got {value!r}")
+                raise ConfigError(
+                    f"optim.{name} must be positive{'' if name == 'lr' else ' or null (optim.lr)'}, got {value!r}"
+                )
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -57,7 +58,7 @@ class OptimConfig:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "OptimConfig":
+    def from_dict(cls, values: dict) -> OptimConfig:
         return from_dict(cls, values, "optim")
 
 
@@ -66,22 +67,27 @@ class OptimConfig:
 OWN_LR = {"token_embedding.weight": "embed_lr", "lm_head.weight": "head_lr"}
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude: Collection[str] = (),
-                 own_lr: dict[str, float] | None = None) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, exclude: Collection[str] = (), own_lr: dict[str, float] | None = None
+) -> list[dict]:
     """Decay every parameter with 2+ dims (weights, embeddings); not biases or norm gains.
     Parameters named in ``exclude`` are left out (another optimizer has them); each one named in
     ``own_lr`` gets a group of its own with that peak LR (after the two shared groups)."""
     own_lr = own_lr or {}
-    params = {name: p for name, p in model.named_parameters()
-              if p.requires_grad and name not in exclude}  # tied: listed once
+    params = {
+        name: p for name, p in model.named_parameters() if p.requires_grad and name not in exclude
+    }  # tied: listed once
     shared = {name: p for name, p in params.items() if name not in own_lr}
     decay = [p for p in shared.values() if p.dim() >= 2]
     no_decay = [p for p in shared.values() if p.dim() < 2]
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
-        *({"params": [p], "weight_decay": weight_decay if p.dim() >= 2 else 0.0, "lr": own_lr[name]}
-          for name, p in params.items() if name in own_lr),
+        *(
+            {"params": [p], "weight_decay": weight_decay if p.dim() >= 2 else 0.0, "lr": own_lr[name]}
+            for name, p in params.items()
+            if name in own_lr
+        ),
     ]
 
 
@@ -90,14 +96,21 @@ def build_adamw(model: nn.Module, cfg: OptimConfig, exclude: Collection[str] = (
     ``cfg.embed_lr`` / ``cfg.head_lr``, when set, give the embedding / output layer their own LR."""
     own_lr = {name: getattr(cfg, field) for name, field in OWN_LR.items() if getattr(cfg, field) is not None}
     fused = all(p.device.type == "cuda" for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, exclude, own_lr), lr=cfg.lr, betas=cfg.betas,
-                             eps=cfg.eps, **({"fused": True} if fused else {"foreach": True}))
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay, exclude, own_lr),
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        **({"fused": True} if fused else {"foreach": True}),
+    )
 
 
 def hidden_matrices(model: nn.Module) -> list[str]:
     """Names of the 2-D weights inside the transformer blocks: Muon's parameters. The embedding
     and output layer map tokens, not hidden features, and stay with AdamW (as in Muon's recipe)."""
-    return [name for name, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")]
+    return [
+        name for name, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")
+    ]
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -143,6 +156,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return build_adamw(model, cfg)
     names = hidden_matrices(model)
     named = dict(model.named_parameters())
-    muon = torch.optim.Muon([named[n] for n in names], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
-                            weight_decay=cfg.weight_decay, adjust_lr_fn="original")
+    muon = torch.optim.Muon(
+        [named[n] for n in names],
+        lr=cfg.muon_lr,
+        momentum=cfg.muon_momentum,
+        weight_decay=cfg.weight_decay,
+        adjust_lr_fn="original",
+    )
     return MuonWithAdamW([build_adamw(model, cfg, exclude=set(names)), muon])  # AdamW first: its LR is the logged `lr`

@@ -59,8 +59,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.distributed)
     try:
-        trainer = L.Trainer(**trainer_args, callbacks=callbacks,
-                            logger=loggers or False, default_root_dir=str(output_dir), plugins=[SafeCheckpointIO()])
+        trainer = L.Trainer(
+            **trainer_args,
+            callbacks=callbacks,
+            logger=loggers or False,
+            default_root_dir=str(output_dir),
+            plugins=[SafeCheckpointIO()],
+        )
     except (MisconfigurationException, ValueError, TypeError) as err:
         raise ConfigError(f"invalid trainer config: {str(err).strip().splitlines()[0]}") from None
     cores = os.cpu_count() or 1
