@@ -2,7 +2,7 @@
 """Train a multi-head causal transformer: ``python train.py [key=value ...]``; sweep with ``-m``.
 
 Configs live in ``conf/`` (``python train.py --help`` lists the groups and the composed config);
-the work is done by :func:`attnlab.training.train.train`, run as one job by
+the work is done by :func:`attnlab.training.task.train`, run as one job by
 :func:`attnlab.sweeps.job.run_job` (which records ``<run>/metrics.json`` and lets a sweep go on
 past a failed job), started by the bootstrap every entry point shares,
 :func:`attnlab.cli.run_hydra_app`.
@@ -18,7 +18,7 @@ from attnlab.cli import run_hydra_app  # noqa: E402
 
 def train_job(cfg) -> float:
     from attnlab.sweeps.job import run_job  # imported here so that --help answers at once
-    from attnlab.training.train import train
+    from attnlab.training.task import train
 
     return run_job(train, cfg)  # the final val/bpb, which sweepers minimise (+inf for a failed sweep job)
 

@@ -96,7 +96,7 @@ def run_ablation(quick: bool = False) -> dict:
 
 def table(result: dict) -> str:
     lines = [
-        f"`python train.py <config> trainer.max_time={result['budget']}`, one run each in a fresh process: "
+        f"`python train.py` with the overrides of its row and `trainer.max_time={result['budget']}`, one run each in a fresh process: "
         "training stops when the budget is spent, then one full validation of the final weights.",
         "",
         "| config | val/bpb | val/loss | steps in the budget | parameters |",

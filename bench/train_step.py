@@ -7,7 +7,7 @@ same process, taking turns step by step: after Lightning's step k a callback run
 step k and times it apart, and that time is taken out of Lightning's clock. So the two see the
 same machine at the same moment (a shared 2-core machine's speed drifts by 5-10% within seconds,
 more than the 5% target), not one run after the other. With ``torch.compile`` each repeat runs
-in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.training.train.train` itself, as
+in a new process (compilation caches and limits). Lightning's side is :func:`attnlab.training.task.train` itself, as
 ``python train.py`` runs it (TensorBoard logging, the throughput and NaN callbacks), with
 validation and checkpoints switched off, timed by a callback at the end of every batch. A step's
 time covers fetching its batch, forward, backward, clipping, the optimizer and everything the
@@ -140,7 +140,7 @@ def step_times(started: float, times: list[float], warmup: int, loss: float) -> 
 def measure(overrides: list[str], steps: int, warmup: int) -> dict:
     """attnlab's training and the hand loop, ``steps`` steps each, taking turns step by step in
     this process: {"lightning": ..., "hand": ...}. The allocator is set as train() sets it."""
-    from attnlab.training.train import train
+    from attnlab.training.task import train
 
     keep_freed_memory()  # as train() does: both loops run with the same allocator settings
     StepClock.interleave = HandLoop(overrides, steps)
@@ -247,7 +247,7 @@ def variant(row: dict) -> str:
 
 def table(result: dict) -> str:
     lines = [
-        "attnlab's Lightning training (`attnlab.training.train.train`, validation and checkpoints off) against a "
+        "attnlab's Lightning training (`attnlab.training.task.train`, validation and checkpoints off) against a "
         "hand-written loop over the same model, batches and optimizer; each figure the median "
         "of the repeats' mean step time after warmup. The two loops run in one process taking "
         "turns step by step (after Lightning's step k a callback runs and times the hand loop's step k, and that "

@@ -9,6 +9,7 @@ from bench import run as bench_run
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(

@@ -6,7 +6,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from attnlab.training.callbacks import LastCheckpoint
-from attnlab.training.train import validate_config
+from attnlab.training.task import validate_config
 
 
 @pytest.mark.parametrize("data", ["shakespeare", "seed_sample"])

@@ -11,7 +11,7 @@ import torch
 from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer
 from attnlab.errors import AttnlabError
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.training.train import train
+from attnlab.training.task import train
 from tests.conftest import ROOT
 
 FAST = ["debug=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2", "~logger"]
@@ -160,6 +160,7 @@ def test_bad_input_is_one_line_before_training_and_writes_nothing(
     assert not (tmp_path / "pwned.txt").exists()
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_the_line_and_exits_2(tmp_path):
     missing = tmp_path / "outputs" / "no-such-run"
     args = [sys.executable, str(ROOT / "train.py"), f"resume={missing}", f"paths.root={tmp_path}"]

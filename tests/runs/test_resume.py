@@ -18,7 +18,7 @@ from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load
 from attnlab.runs.resume import resume_config
 from attnlab.training.callbacks import TrainingDiverged
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.training.train import train
+from attnlab.training.task import train
 from tests.conftest import ROOT
 
 # dropout > 0, so the resumed run matches only if the RNG state comes back too
@@ -48,6 +48,7 @@ def scalars(event_file: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_exactly_in_its_own_folder(tmp_path, compose):
     run, cache = tmp_path / "killed", tmp_path / "cache"
     proc = train_py(*RUN, f"hydra.run.dir={run}", f"data.cache_dir={cache}")
@@ -127,6 +128,7 @@ def _save_and_die(path: str) -> None:
     SafeCheckpointIO().save_checkpoint({"state_dict": {}, "hyper_parameters": {"step": 2}}, path)
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path):
     path = tmp_path / "checkpoints" / "last.ckpt"
     io = SafeCheckpointIO()

@@ -20,14 +20,14 @@ from PIL import Image
 from attnlab.data.datamodule import TextDataModule
 from attnlab.data.windows import SequentialWindows
 from attnlab.errors import ConfigError, DataError
-from attnlab.sweeps.callbacks import SweepReport
+from attnlab.sweeps.multirun import SweepReport
 from attnlab.sweeps.report import load_summary
 from attnlab.sweeps.report import main as report_main
 from attnlab.system.console import tidy_output
 from attnlab.system.distributed import RankZeroLog
 from attnlab.system.hardware import best_precision, check_devices
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.training.train import validate_config
+from attnlab.training.task import validate_config
 from tests.conftest import ROOT, SEED_SAMPLE, run_train
 
 TINY = ["debug=tiny", "trainer.max_steps=4", "~callbacks.attention", "~callbacks.samples"]
@@ -289,6 +289,7 @@ def test_validation_windows_are_split_across_ranks_without_repeats(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_joblib_sweep_with_an_invalid_job(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_train(
@@ -320,6 +321,7 @@ def test_joblib_sweep_with_an_invalid_job(tmp_path):
     assert Image.open(sweep / "summary.png").format == "PNG"
 
 
+@pytest.mark.slow
 def test_optuna_search_survives_a_failed_trial_and_resumes(tmp_path):
     storage = tmp_path / "study.db"
     search = [
@@ -359,6 +361,7 @@ def test_optuna_search_survives_a_failed_trial_and_resumes(tmp_path):
     assert results["best_params"] == {"model.num_heads": 2} and math.isfinite(results["best_value"])
 
 
+@pytest.mark.slow
 def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     before = sorted((ROOT / "outputs").iterdir())
     run_dir = tmp_path / "run"

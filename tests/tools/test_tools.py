@@ -30,7 +30,7 @@ def compose(config_name, *overrides):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A trained run folder (config.yaml, checkpoints/) and its final metrics."""
-    from attnlab.training.train import train
+    from attnlab.training.task import train
 
     tmp = tmp_path_factory.mktemp("tools")
     cfg = compose(
@@ -94,6 +94,7 @@ def test_a_prompt_file_gives_the_same_text_as_the_prompt(run, tmp_path):
         generate_text(compose("generate", f"ckpt_path={folder}", f"prompt_file={tmp_path / 'missing.txt'}"))
 
 
+@pytest.mark.slow
 def test_attnlab_generate_writes_nothing_and_names_unknown_characters(run, tmp_path):
     folder, _ = run
     result = run_tool("generate", f"ckpt_path={folder}", f"prompt='{PROMPT}'", "max_new_tokens=10", cwd=tmp_path)
@@ -151,6 +152,7 @@ def test_eval_refuses_a_run_whose_corpus_changed(run, tmp_path):
 # -- export ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_round_trip_without_lightning_or_hydra(run, tmp_path):
     folder, _ = run
     out = export(folder, tmp_path / "export")

@@ -9,7 +9,7 @@ import attnlab.runs.resume
 from attnlab.errors import ConfigError
 from attnlab.runs.checkpoint import load_model, safe_load
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.training.train import train
+from attnlab.training.task import train
 
 TINY = [
     "debug=tiny",
@@ -21,6 +21,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_a_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, compose, monkeypatch):
     run, reference = tmp_path / "run", tmp_path / "eager"
     metrics = train(compose(*TINY, "model.compile=true", f"paths.output_dir={run}"))

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from attnlab.training.lit_gpt import LitGPT
-from attnlab.training.train import train
+from attnlab.training.task import train
 from tests.conftest import run_tool, run_train
 
 FAST = ["debug=tiny"]  # conf/debug/tiny.yaml: the seed sample, a 32-wide 1-layer model, 6 steps
@@ -51,6 +51,7 @@ def read_events(run_dir):
     return events
 
 
+@pytest.mark.slow
 def test_train_py_writes_events_and_checkpoints(trained_run, seed_text):
     run_dir, result = trained_run
     last = result.stdout.strip().splitlines()[-1]
@@ -77,6 +78,7 @@ def test_train_py_writes_events_and_checkpoints(trained_run, seed_text):
     assert module.tokenizer.decode(module.tokenizer.encode(seed_text)) == seed_text
 
 
+@pytest.mark.slow
 def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
     run_dir, result = trained_run
     events = read_events(run_dir)
@@ -119,6 +121,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_run(trained_run):
     run_dir, _ = trained_run
     port = _free_port()
@@ -161,6 +164,7 @@ def test_tensorboard_serves_the_run(trained_run):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_attnlab_attend_writes_pngs_into_the_run(trained_run, tmp_path):
     run_dir, _ = trained_run
     result = run_tool("attend", f"ckpt_path={run_dir}", f"out_dir={tmp_path}", cwd=tmp_path)
@@ -175,6 +179,7 @@ def test_attnlab_attend_writes_pngs_into_the_run(trained_run, tmp_path):
     assert "cannot spell" in bad.stderr  # the 58-token sample vocabulary has no Latin letters
 
 
+@pytest.mark.slow
 def test_bad_config_fails_fast_with_one_line(tmp_path):
     result = run_train("data=seed_sample", "model.d_model=30", "model.num_heads=4", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode == 2
@@ -269,6 +274,7 @@ def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, see
     assert tokenizer.decode(tokenizer.encode(seed_text)) == seed_text
 
 
+@pytest.mark.slow
 def test_speedrun_preset_trains_for_its_wall_clock_budget_and_ends_its_schedule_with_it(compose, tmp_path):
     cfg = compose(
         "experiment=speedrun_cpu",

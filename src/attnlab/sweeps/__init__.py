@@ -1,3 +1,3 @@
 """Multirun sweeps: job.py (each job's record, and a failed job that lets the sweep go on),
-report.py (summary.csv/.md/.png of a sweep folder), callbacks.py (the Hydra callback that writes
+report.py (summary.csv/.md/.png of a sweep folder), multirun.py (the Hydra callback that writes
 the report when a multirun ends)."""

@@ -4,7 +4,7 @@ Hydra's sweepers stop at the first job whose task raised (the BasicSweeper reads
 ``return_value``; the Optuna sweeper fails the study). So in a multirun :func:`run_job` does not
 raise: a job that fails logs its one-line error (console and ``<job>/train.log``), records
 ``status: failed`` in ``<job>/metrics.json`` and returns +inf, the worst value for a minimising
-search, and the sweep goes on. When the multirun ends, :class:`attnlab.sweeps.callbacks.SweepReport`
+search, and the sweep goes on. When the multirun ends, :class:`attnlab.sweeps.multirun.SweepReport`
 writes the report (:mod:`attnlab.sweeps.report`) and exits with status 1 if any job failed.
 
 This module imports no torch or Lightning at import time: Hydra builds the callback for every

@@ -315,13 +315,18 @@ def write_report(sweep_dir: str | Path) -> Summary:
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """``attnlab report``'s command line."""
     parser = argparse.ArgumentParser(
         prog="attnlab report",
         description="Rebuild a sweep's summary.csv, summary.md and summary.png from its job folders.",
     )
     parser.add_argument("sweep_dir", help="the sweep folder, e.g. outputs/multirun/2026-11-22/10-00-00")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     with user_errors():
         summary = write_report(args.sweep_dir)
         print(summary_md(summary).rsplit("\n![", 1)[0])

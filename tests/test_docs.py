@@ -1,0 +1,176 @@
+"""Every command README.md and docs/ show works as written: it is valid shell, names a real entry
+point, and its overrides parse and compose with conf/ (each job of a sweep, too) into values the
+typed configs accept. A quoting mistake or a renamed key fails here."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from attnlab.cli import TOOLS, prepare_argv
+from attnlab.data.corpus import NAMED_CORPORA
+from attnlab.data.datamodule import DataConfig
+from attnlab.errors import AttnlabError
+from attnlab.model import ModelConfig
+from attnlab.sweeps.report import argument_parser as report_arguments
+from attnlab.training.lit_gpt import split_runtime_options
+from attnlab.training.optim import OptimConfig
+from tests.conftest import ROOT
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^\s*```(\S*)\s*$")
+PROGRAMS = ("python", ".venv/bin/python", "attnlab", ".venv/bin/attnlab", "make", ".venv/bin/tensorboard")
+HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve", "--info", "-i"}
+
+
+def documented_commands() -> list[tuple[str, str, str | None]]:
+    """``(where, command, error)``: the lines of ```bash blocks (``\\`` continuations joined),
+    ``$ `` lines of other blocks, and inline code that starts with one of :data:`PROGRAMS`. A ``$``
+    line whose output shows ``error: ...`` is an example of bad input: ``error`` is that line."""
+    found = []
+    for path in DOCS:
+        lang, pending = None, ""
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            where = f"{path.relative_to(ROOT)}:{n}"
+            fence = FENCE.match(line)
+            if fence:
+                lang = fence.group(1) if lang is None else None
+                continue
+            if lang == "bash":
+                text = pending + line.strip()
+                pending = ""
+                if text.endswith("\\"):
+                    pending = text[:-1] + " "
+                elif text and not text.startswith("#"):
+                    found.append((where, text, None))
+            elif lang is not None:
+                if line.startswith("$ "):
+                    output = next(
+                        (ln for ln in lines[n:] if ln.startswith("$ ") or "error: " in ln or ln.startswith("```")), ""
+                    )
+                    error = output.split("error: ", 1)[1].removesuffix("...").strip() if "error: " in output else None
+                    found.append((where, line[2:], error))
+            else:
+                found += [
+                    (where, code, None)
+                    for code in re.findall(r"`([^`]+)`", line)
+                    if code.split(" ")[0] in PROGRAMS and " " in code
+                ]
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def shell_words(command: str) -> list[str]:
+    """The words the shell passes on; no pipes, redirections or placeholders a copy would trip on."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.commenters = "#"
+    lexer.whitespace_split = True
+    words = list(lexer)
+    metachars = [w for w in words if w and set(w) <= set("<>|;&()")]
+    assert not metachars, f"shell operators {metachars}: a placeholder or a pipe the reader would copy"
+    assert not any("..." in w for w in words), "an elision ('...') in a command"
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # HYDRA_FULL_ERROR=1 python ...
+        words.pop(0)
+    return words
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs a multirun of ``overrides`` launches (Hydra's grid); a search's intervals take their start."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = []
+    for override in parsed:
+        value = override.value() if override.is_sweep_override() else None
+        if value is not None and hasattr(value, "start") and not hasattr(value, "step"):  # interval(a, b)
+            fixed.append(f"{override.get_key_element()}={value.start}")
+        else:
+            fixed.append(override.input_line)
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(fixed), max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def check_train_config(cfg) -> None:
+    """What a run checks in its first second (attnlab.training.task.validate_config) but the devices."""
+    model, _ = split_runtime_options(OmegaConf.to_container(cfg.model, resolve=True))
+    ModelConfig.from_dict({**model, "vocab_size": 1})
+    OptimConfig.from_dict(OmegaConf.to_container(cfg.optim, resolve=True))
+    DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def check_hydra_command(config_name: str, args: list[str]) -> None:
+    overrides, multirun, skip = [], False, False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in ("--cfg", "-c", "--package", "-p"):
+            skip = True
+        elif arg not in HYDRA_FLAGS:
+            overrides.append(arg)
+    overrides = prepare_argv(overrides)  # free text quoted as the entry points quote it; our one-line check
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for job in jobs(overrides) if multirun else [overrides]:
+            cfg = compose(config_name, overrides=job, return_hydra_config=multirun)
+            if multirun:  # a named sweep's or search's parameters must name real keys and parse
+                params = cfg.hydra.sweeper.get("params") or {}
+                OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+                for key in params:
+                    assert OmegaConf.select(cfg, key, default="missing") != "missing", f"sweep key {key} not in conf/"
+            if config_name == "config":
+                check_train_config(cfg)
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+
+
+def test_the_docs_show_commands():
+    assert len(COMMANDS) > 60
+    assert {Path(where.split(":")[0]).name for where, _, _ in COMMANDS} >= {"README.md", "tools.md", "sweeps.md"}
+    assert sum(error is not None for _, _, error in COMMANDS) >= 2  # the bad-input examples are checked too
+
+
+@pytest.mark.parametrize(("where", "command", "error"), COMMANDS, ids=[where for where, _, _ in COMMANDS])
+def test_a_documented_command_works_as_written(where, command, error):
+    if error is None:
+        check_command(command)
+    else:  # the example of bad input fails with the line the docs show
+        with pytest.raises(AttnlabError) as raised:
+            check_command(command)
+        assert str(raised.value).startswith(error)
+
+
+def check_command(command: str) -> None:
+    words = shell_words(command)
+    program, args = words[0], words[1:]
+    if program in ("python", ".venv/bin/python"):
+        if args[:2] == ["-m", "attnlab.data.corpus"]:  # make data
+            assert args[2:] and args[2] in NAMED_CORPORA, f"{command}: name a corpus of {sorted(NAMED_CORPORA)}"
+            return
+        assert args[:1] == ["train.py"] or args[:2] == ["-m", "bench.run"], f"{command}: python runs train.py"
+        if args[0] == "train.py":
+            check_hydra_command("config", args[1:])
+    elif program in ("attnlab", ".venv/bin/attnlab"):
+        tool, rest = (args + [""])[0], args[1:]
+        if tool in ("", "--help", "-h"):
+            return
+        if tool == "report":
+            report_arguments().parse_args(rest)
+        else:
+            assert tool in TOOLS, f"attnlab has no tool {tool!r}"
+            check_hydra_command(TOOLS[tool][0], rest)
+    elif program == "make":
+        targets = [a for a in args if "=" not in a]
+        assert set(targets) <= make_targets(), f"no make target {set(targets) - make_targets()}"
+    elif program == ".venv/bin/tensorboard":
+        assert args[:1] == ["--logdir"]
+    elif program != "echo":
+        raise AssertionError(f"{command}: not a command of attnlab's ({', '.join(PROGRAMS)})")
