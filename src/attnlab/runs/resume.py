@@ -78,8 +78,8 @@ def run_dir(resume: Any, ckpt_path: Any, new_run_dir: str) -> str:
 def record_dir(resume: Any, ckpt_path: Any) -> str:
     """``hydra.output_subdir``: ``.hydra``, or ``.hydra/resume-<time>`` so a resume keeps the original record."""
     if _resumed_run(resume, ckpt_path) is None:
-        return ".hydra"
-    return f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        return layout.HYDRA_DIR
+    return f"{layout.HYDRA_DIR}/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
 # --------------------------------------------------------------------------------------------
