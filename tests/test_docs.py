@@ -174,3 +174,39 @@ def check_command(command: str) -> None:
         assert args[:1] == ["--logdir"]
     elif program != "echo":
         raise AssertionError(f"{command}: not a command of attnlab's ({', '.join(PROGRAMS)})")
+
+
+def documented_names() -> list[tuple[str, str]]:
+    """``(where, name)`` for every dotted ``attnlab.x.y`` the docs name outside a YAML example
+    (resolvers such as ``${attnlab.precision:...}`` and file names such as ``attnlab.db`` aside)."""
+    found = []
+    for path in DOCS:
+        lang = None
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            fence = FENCE.match(line)
+            if fence:
+                lang = fence.group(1) if lang is None else None
+                continue
+            if lang == "yaml":
+                continue
+            for match in re.finditer(r"(?<![\w{$.])attnlab(?:\.[A-Za-z_]\w*)+(?![\w:(])", line):
+                name = match.group(0)
+                if not name.endswith((".db", ".log")) and name != "attnlab.load":
+                    found.append((f"{path.relative_to(ROOT)}:{n}", name))
+    return found
+
+
+@pytest.mark.parametrize(("where", "name"), documented_names(), ids=[w for w, _ in documented_names()])
+def test_a_documented_module_or_name_exists(where, name):
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            obj = getattr(obj, attribute)  # AttributeError: the docs name something that is gone
+        return
+    raise AssertionError(f"{name} is not a module of attnlab")

@@ -57,7 +57,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.distributed)
+    use_rank_command()  # DDP ranks > 0 re-run this job in this folder (attnlab.system.distributed)
     try:
         trainer = L.Trainer(
             **trainer_args,
