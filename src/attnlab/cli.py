@@ -33,6 +33,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from attnlab.errors import ConfigError, user_errors
+from attnlab.system.resolvers import register_resolvers
+
 # Keys whose values are text, never Hydra syntax.
 FREE_TEXT_KEYS = ("prompt", "text", "callbacks.attention.text", "callbacks.samples.prompt")
 
@@ -48,8 +56,6 @@ REPORT = ("report", "attnlab.sweeps.report", "rebuild a sweep folder's summary.c
 
 def project_root() -> Path:
     """The checkout attnlab runs from: ``ATTNLAB_ROOT``, else the folder above ``src/attnlab``."""
-    from attnlab.errors import ConfigError
-
     root = Path(os.environ.get("ATTNLAB_ROOT") or Path(__file__).resolve().parents[2])
     if not (root / "conf").is_dir():
         raise ConfigError(
@@ -83,8 +89,6 @@ def hydra_quoted(text: str) -> str:
 
 
 def _parses_as_one_string(override: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         (parsed,) = OverridesParser.create().parse_overrides([override])
         value = parsed.value()
@@ -113,11 +117,6 @@ def _suggest_quoting(override: str) -> str:
 
 def check_overrides(overrides: Sequence[str]) -> None:
     """Raise :class:`ConfigError` with one line for the first override Hydra's grammar cannot read."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    from attnlab.errors import ConfigError
-
     parser = OverridesParser.create()
     for override in overrides:
         try:
@@ -136,8 +135,6 @@ def check_overrides(overrides: Sequence[str]) -> None:
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """The command line with free text quoted for Hydra, after checking every override parses."""
-    from hydra._internal.utils import get_args_parser
-
     args = get_args_parser().parse_args(list(argv))
     pending = list(args.overrides)
     out = []
@@ -156,17 +153,10 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
 
 def run_hydra_app(config_name: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None) -> None:
     """Run ``task(cfg)`` on ``conf/<config_name>.yaml`` composed with ``argv`` (default ``sys.argv[1:]``)."""
-    from attnlab.errors import user_errors
-
     with user_errors():
         root = project_root()
         os.environ.setdefault("ATTNLAB_ROOT", str(root))
         sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:] if argv is None else argv)]
-
-    import hydra
-
-    from attnlab.system.resolvers import register_resolvers
-
     register_resolvers()
 
     def main(cfg):
