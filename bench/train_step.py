@@ -78,7 +78,7 @@ class HandLoop:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, optim_cfg.warmup_steps, steps, optim_cfg.min_lr_ratio)
         )
-        self.windows = RandomWindows(dm.train_ids, dm.context_length, dm.batch_size, cfg.seed)
+        self.windows = RandomWindows(dm.train_ids, dm.cfg.context_length, dm.cfg.batch_size, cfg.seed)
         bf16 = cfg.trainer.precision == "bf16-mixed"
         self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
         self.clip = cfg.trainer.gradient_clip_val

@@ -48,6 +48,13 @@ def compose(tmp_path):
     return _compose
 
 
+class CodeRunningPickle:
+    """Unpickling this runs a shell command (it writes ``pwned.txt``): a checkpoint must never be read that way."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
 def _run(argv: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)

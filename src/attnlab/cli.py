@@ -135,14 +135,15 @@ def check_overrides(overrides: Sequence[str]) -> None:
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """The command line with free text quoted for Hydra, after checking every override parses."""
-    args = get_args_parser().parse_args(list(argv))
-    pending = list(args.overrides)
+    overrides = get_args_parser().parse_args(list(argv)).overrides
+    quoted = [keep_free_text(o) for o in overrides]
+    check_overrides(quoted)
+    pending = list(zip(overrides, quoted))  # in argv order, among Hydra's flags
     out = []
     for arg in argv:
-        if pending and arg == pending[0]:
-            arg = keep_free_text(pending.pop(0))
+        if pending and arg == pending[0][0]:
+            arg = pending.pop(0)[1]
         out.append(arg)
-    check_overrides([keep_free_text(o) for o in args.overrides])
     return out
 
 

@@ -1,7 +1,5 @@
 """Reading checkpoints outside training: resolution, safe loading, the rebuilt model."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ from attnlab.errors import CheckpointError
 from attnlab.runs.checkpoint import load_model
 from attnlab.runs.layout import find_checkpoint
 from attnlab.training.lit_gpt import LitGPT
+from tests.conftest import CodeRunningPickle
 
 
 @pytest.fixture
@@ -47,15 +46,10 @@ def test_missing_and_damaged_checkpoints_are_one_line_errors(run_dir, tmp_path):
         load_model(ckpt)
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > pwned.txt",))
-
-
 def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": _Payload()}, bad)
+    torch.save({"state_dict": {}, "hyper_parameters": CodeRunningPickle()}, bad)
     with pytest.raises(CheckpointError, match="damaged or not an attnlab checkpoint"):
         load_model(bad)
     assert not (tmp_path / "pwned.txt").exists()

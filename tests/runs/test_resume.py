@@ -19,7 +19,7 @@ from attnlab.runs.resume import resume_config
 from attnlab.training.callbacks import TrainingDiverged
 from attnlab.training.lit_gpt import LitGPT
 from attnlab.training.task import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, CodeRunningPickle
 
 # dropout > 0, so the resumed run matches only if the RNG state comes back too
 RUN = [
@@ -150,15 +150,10 @@ def _umask() -> int:
     return mask
 
 
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > pwned.txt",))
-
-
 def test_lightning_resume_never_unpickles_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"model": _Payload()}}, evil)
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": CodeRunningPickle()}}, evil)
     with pytest.raises(CheckpointError, match="damaged or not an attnlab checkpoint"):
         SafeCheckpointIO().load_checkpoint(evil, weights_only=False)  # even when asked to
     assert not (tmp_path / "pwned.txt").exists()

@@ -102,8 +102,6 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = DataConfig.from_dict(data)
         self.seed, self.data_dir = seed, data_dir
-        self.name = self.cfg.name
-        self.context_length, self.batch_size = self.cfg.context_length, self.cfg.batch_size
         self.tokenizer: Tokenizer | None = None
         self.train_ids: np.ndarray | None = None
         self.val_ids: np.ndarray | None = None
@@ -143,7 +141,7 @@ class TextDataModule(L.LightningDataModule):
             ids = tokens.base_ids().astype(np.uint32)
         n = len(ids)
         n_val = int(round(n * self.cfg.val_fraction))
-        need = self.context_length + 1
+        need = self.cfg.context_length + 1
         if n - n_val < need or n_val < need:
             raise DataError(
                 f"corpus too short: {n} tokens split into {n - n_val} train / {n_val} val, but each split needs "
@@ -152,6 +150,11 @@ class TextDataModule(L.LightningDataModule):
             )
         self.train_ids, self.val_ids = ids[: n - n_val], ids[n - n_val :]
         log.info("data %s: %d train / %d val tokens, vocabulary %d", self.name, n - n_val, n_val, self.vocab_size)
+
+    @property
+    def name(self) -> str:
+        """The corpus's name in logs: ``data.name``, else the file's stem or the corpus name."""
+        return self.cfg.name
 
     @property
     def vocab_size(self) -> int:
@@ -179,15 +182,15 @@ class TextDataModule(L.LightningDataModule):
             if trainer.max_steps > 0:
                 num_batches = trainer.max_steps * trainer.accumulate_grad_batches
             start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
-        dataset = RandomWindows(self.train_ids, self.context_length, self.batch_size, self.seed,
+        dataset = RandomWindows(self.train_ids, self.cfg.context_length, self.cfg.batch_size, self.seed,
                                 num_batches=num_batches, start=start, rank=rank)
         # The dataset yields whole batches (vectorised gather), so the loader does no batching.
         return DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
                           generator=self._generator())
 
     def val_dataloader(self) -> DataLoader:
-        dataset = SequentialWindows(self.val_ids, self.context_length)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=self._val_sampler(dataset),
+        dataset = SequentialWindows(self.val_ids, self.cfg.context_length)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self._val_sampler(dataset),
                           shuffle=False, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
                           generator=self._generator())
 
@@ -199,7 +202,7 @@ class TextDataModule(L.LightningDataModule):
             return None
         if len(dataset) < trainer.world_size:
             raise DataError(
-                f"the validation split has {len(dataset)} windows of data.context_length={self.context_length}, fewer "
+                f"the validation split has {len(dataset)} windows of data.context_length={self.cfg.context_length}, fewer "
                 f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or fewer devices"
             )
         return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,

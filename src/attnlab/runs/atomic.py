@@ -39,12 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.close(fd)
         yield tmp
-        _fsync(tmp, os.O_RDONLY)  # the bytes are on disk before the name points at them
+        _fsync(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent, os.O_RDONLY)  # and the rename itself survives a power cut
+    _fsync(path.parent)  # and the rename itself survives a power cut
 
 
 @contextlib.contextmanager
@@ -67,10 +67,10 @@ def remove_stale_temps(path: str | Path) -> int:
     return len(stale)
 
 
-def _fsync(path: Path, flags: int) -> None:
+def _fsync(path: Path) -> None:
     if os.name != "posix" and Path(path).is_dir():  # folders cannot be opened on Windows
         return
-    fd = os.open(path, flags)
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

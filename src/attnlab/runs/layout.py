@@ -30,6 +30,7 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best"  # checkpoint file stems, as ModelCheckpoint / LastCheckpoint take them
 LAST = "last"
+LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/{LAST}.ckpt"  # relative to the run folder, as error lines show it
 EVAL_DIR = "eval"
 ATTENTION_DIR = "attention"
 
@@ -48,12 +49,7 @@ def checkpoint_file(run: Path, stem: str) -> Path:
 
 
 def last_checkpoint(run: Path) -> Path:
-    return checkpoint_file(run, LAST)
-
-
-def relative_last_checkpoint() -> str:
-    """``checkpoints/last.ckpt``, as error lines show it."""
-    return f"{CHECKPOINT_DIR}/{LAST}.ckpt"
+    return Path(run) / LAST_CHECKPOINT
 
 
 def run_of_checkpoint(ckpt: Path) -> Path:
@@ -78,7 +74,7 @@ def find_checkpoint(path: str | Path | None) -> Path:
             if checkpoint_file(p, stem).is_file():
                 return checkpoint_file(p, stem)
         raise CheckpointError(
-            f"no {CHECKPOINT_DIR}/{BEST}.ckpt or {relative_last_checkpoint()} in {p}; pass a run folder or a .ckpt file"
+            f"no {CHECKPOINT_DIR}/{BEST}.ckpt or {LAST_CHECKPOINT} in {p}; pass a run folder or a .ckpt file"
         )
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist; pass a run folder or a .ckpt file")

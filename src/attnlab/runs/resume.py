@@ -43,14 +43,14 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None) -> Path | None:
             raise CheckpointError(f"resume={resume} is not a folder; pass a run folder such as outputs/<date>/<time>")
         if not layout.last_checkpoint(folder).is_file():
             raise CheckpointError(
-                f"{folder} has no {layout.relative_last_checkpoint()} (the run saved no checkpoint); start a new run instead"
+                f"{folder} has no {layout.LAST_CHECKPOINT} (the run saved no checkpoint); start a new run instead"
             )
         return layout.last_checkpoint(folder)
     if ckpt_path:
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
             raise CheckpointError(
-                f"ckpt_path={ckpt_path} does not exist; pass a .ckpt file, e.g. <run>/{layout.relative_last_checkpoint()}"
+                f"ckpt_path={ckpt_path} does not exist; pass a .ckpt file, e.g. <run>/{layout.LAST_CHECKPOINT}"
             )
         return path
     return None
