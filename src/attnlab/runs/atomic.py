@@ -5,6 +5,10 @@
 Windows: a reader, or a run that resumes after a ``kill -9``, sees the old file or the whole new
 one, never a mix. Every file attnlab writes goes this way: checkpoints, the token cache, a run's
 ``config.yaml`` and ``metrics.json``, eval results, sweep reports, exports and attention PNGs.
+
+The file gets the mode ``open()`` would give it: ``0o666`` less the process umask at the time of
+the write (and the folder's default ACL, where it has one), whatever the writer does with its
+temporary file (safetensors, for one, writes its own and renames it over ours, mode ``0600``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
-
-_UMASK = os.umask(0o022)  # read the process umask (os.umask sets it, so put it back)
-os.umask(_UMASK)
 
 
 def temp_prefix(path: Path) -> str:
@@ -33,12 +34,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (the temporary file removed) when the block raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
-    tmp = Path(name)
+    tmp, mode = _new_temp(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.close(fd)
         yield tmp
+        os.chmod(tmp, mode)  # the writer may have put a file of its own mode in its place
         _fsync(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
@@ -52,6 +51,20 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """``with atomic_write(p) as f: f.write(...)``: :func:`atomic_path` with the file open for writing."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         yield f
+
+
+def _new_temp(path: Path) -> tuple[Path, int]:
+    """A new, empty temporary file beside ``path`` and its mode: created as ``open()`` creates a
+    file (0o666, which the kernel narrows by the umask), unlike ``tempfile.mkstemp`` (0o600)."""
+    while True:
+        tmp = path.parent / f"{temp_prefix(path)}{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:  # 48 random bits: another writer's name, practically never
+            continue
+        mode = os.fstat(fd).st_mode & 0o777
+        os.close(fd)
+        return tmp, mode
 
 
 def remove_stale_temps(path: str | Path) -> int:
