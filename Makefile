@@ -9,7 +9,7 @@ TB_HOST ?= 127.0.0.1
 TB_PORT ?= 6006
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test lint bench tensorboard clean
+.PHONY: help install data train test lint bench tensorboard clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,5 +42,9 @@ bench: data  ## measure: train step (Lightning vs a hand loop, compile), attenti
 tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)
 	$(PY) -m tensorboard.main --logdir outputs --host $(TB_HOST) --port $(TB_PORT)
 
-clean:  ## remove .venv and the token cache (keeps outputs/ and the prepared corpus)
-	rm -rf $(VENV) data/cache
+clean:  ## remove the caches: data/cache (token ids), __pycache__, .pytest_cache, .ruff_cache (keeps .venv, outputs/ and the corpus)
+	rm -rf data/cache .pytest_cache .ruff_cache
+	find src tests bench -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean  ## remove all that make made: the caches, .venv and data/shakespeare/ (never outputs/ or exports/, your runs)
+	rm -rf $(VENV) src/attnlab.egg-info data/shakespeare
