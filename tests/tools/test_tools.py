@@ -1,15 +1,18 @@
-"""attnlab generate, eval and export on a tiny model trained once on the seed sample."""
+"""attnlab generate, eval, export and attend on a tiny model trained once on the seed sample."""
 
 import io
 import json
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 import torch
 
+import attnlab.tools.attend
 from attnlab.errors import ConfigError, DataError
 from attnlab.runs.checkpoint import load_model
+from attnlab.tools.attend import attend
 from attnlab.tools.eval import evaluate
 from attnlab.tools.export import export
 from attnlab.tools.generate import generate_text
@@ -183,3 +186,30 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# -- attend ------------------------------------------------------------------------------------
+
+
+class StoppedClock:
+    """``datetime`` for code that asks the time: always 2026-12-01 22:10:38."""
+
+    @staticmethod
+    def now():
+        return datetime(2026, 12, 1, 22, 10, 38)
+
+
+def test_attend_keeps_the_maps_of_every_call_and_prints_where_they_went(run, capsys, monkeypatch):
+    folder, _ = run
+    monkeypatch.setattr(attnlab.tools.attend, "datetime", StoppedClock, raising=False)  # calls in one second
+    first = attend(compose("attend", f"ckpt_path={folder}"))
+    first_bytes = [p.read_bytes() for p in first]
+    second = attend(compose("attend", f"ckpt_path={folder}", f"text='{PROMPT}'"))
+
+    calls = [folder / "attention" / "2026-12-01_22-10-38", folder / "attention" / "2026-12-01_22-10-38-2"]
+    assert sorted((folder / "attention").iterdir()) == calls
+    for call, paths in zip(calls, (first, second)):
+        assert paths == [call / "layer_0.png", call / "layer_0_mean.png"]  # debug=tiny: one layer
+    assert [p.read_bytes() for p in first] == first_bytes  # the second call left the first's maps alone
+    assert [p.read_bytes() for p in second] != first_bytes  # another text, other maps
+    assert capsys.readouterr().out.splitlines() == [str(p) for p in first + second]

@@ -10,7 +10,7 @@
       checkpoints/best.ckpt    the lowest val/loss so far
       checkpoints/last.ckpt    the latest training state, to resume from
       eval/<ckpt>-<data>.json  figures written by ``attnlab eval``
-      attention/               PNG maps written by ``attnlab attend``
+      attention/<date>_<time>/ PNG maps written by a call of ``attnlab attend``
 
 conf/callbacks/default.yaml and conf/logger/ name the checkpoint and TensorBoard folders for
 Lightning; a test checks that they agree with the names here.
@@ -18,6 +18,7 @@ Lightning; a test checks that they agree with the names here.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from attnlab.errors import CheckpointError
@@ -50,6 +51,12 @@ def checkpoint_file(run: Path, stem: str) -> Path:
 
 def last_checkpoint(run: Path) -> Path:
     return Path(run) / LAST_CHECKPOINT
+
+
+def attention_dir(run: Path, when: datetime, n: int = 1) -> Path:
+    """``<run>/attention/<date>_<time>/``: the maps of the ``attnlab attend`` call at ``when``;
+    ``<date>_<time>-<n>/`` for the n-th call in that second (the names sort in call order)."""
+    return Path(run) / ATTENTION_DIR / (f"{when:%Y-%m-%d_%H-%M-%S}" + (f"-{n}" if n > 1 else ""))
 
 
 def run_of_checkpoint(ckpt: Path) -> Path:
