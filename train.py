@@ -23,5 +23,12 @@ def train_job(cfg) -> float:
     return run_job(train, cfg)  # the final val/bpb, which sweepers minimise (+inf for a failed sweep job)
 
 
+def check_train_job(cfg, keys: list[str]) -> None:
+    """What a run checks in its first second (the bootstrap runs it before Hydra writes anything)."""
+    from attnlab.training.task import checked_config
+
+    checked_config(cfg, keys)
+
+
 if __name__ == "__main__":
-    run_hydra_app("config", train_job)
+    run_hydra_app("config", train_job, check=check_train_job)

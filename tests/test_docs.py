@@ -7,9 +7,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from attnlab.cli import TOOLS, prepare_argv
@@ -17,6 +14,8 @@ from attnlab.data.corpus import NAMED_CORPORA
 from attnlab.data.datamodule import DataConfig
 from attnlab.errors import AttnlabError
 from attnlab.model import ModelConfig
+from attnlab.preflight import compose_checked, composing
+from attnlab.sweeps.plan import first_job, plan_sweep
 from attnlab.sweeps.report import argument_parser as report_arguments
 from attnlab.training.lit_gpt import split_runtime_options
 from attnlab.training.optim import OptimConfig
@@ -25,7 +24,7 @@ from tests.conftest import ROOT
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 PROGRAMS = ("python", ".venv/bin/python", "attnlab", ".venv/bin/attnlab", "make", ".venv/bin/tensorboard")
-HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve", "--info", "-i"}
+HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve", "--info", "-i", "--dry-run"}
 
 
 def documented_commands() -> list[tuple[str, str, str | None]]:
@@ -82,20 +81,6 @@ def shell_words(command: str) -> list[str]:
     return words
 
 
-def jobs(overrides: list[str]) -> list[list[str]]:
-    """The jobs a multirun of ``overrides`` launches (Hydra's grid); a search's intervals take their start."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    fixed = []
-    for override in parsed:
-        value = override.value() if override.is_sweep_override() else None
-        if value is not None and hasattr(value, "start") and not hasattr(value, "step"):  # interval(a, b)
-            fixed.append(f"{override.get_key_element()}={value.start}")
-        else:
-            fixed.append(override.input_line)
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(fixed), max_batch_size=None)
-    return [list(job) for batch in batches for job in batch]
-
-
 def check_train_config(cfg) -> None:
     """What a run checks in its first second (attnlab.training.task.validate_config) but the devices."""
     model, _ = split_runtime_options(OmegaConf.to_container(cfg.model, resolve=True))
@@ -116,14 +101,13 @@ def check_hydra_command(config_name: str, args: list[str]) -> None:
         elif arg not in HYDRA_FLAGS:
             overrides.append(arg)
     overrides = prepare_argv(overrides)  # free text quoted as the entry points quote it; our one-line check
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for job in jobs(overrides) if multirun else [overrides]:
-            cfg = compose(config_name, overrides=job, return_hydra_config=multirun)
-            if multirun:  # a named sweep's or search's parameters must name real keys and parse
-                params = cfg.hydra.sweeper.get("params") or {}
-                OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-                for key in params:
-                    assert OmegaConf.select(cfg, key, default="missing") != "missing", f"sweep key {key} not in conf/"
+    with composing(ROOT):
+        jobs = [overrides]
+        if multirun:  # every job of the grid (a named sweep's too), or the probes of a search's space
+            sweeper = compose_checked(config_name, first_job(overrides), hydra=True).hydra.sweeper
+            jobs = plan_sweep(OmegaConf.to_container(sweeper, resolve=False), overrides).jobs
+        for job in jobs:
+            cfg = compose_checked(config_name, job)  # an unknown key or option: attnlab's one line
             if config_name == "config":
                 check_train_config(cfg)
 

@@ -39,6 +39,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from attnlab.errors import ConfigError, user_errors
+from attnlab.preflight import Check, dry_run, preflight
 from attnlab.system.resolvers import register_resolvers
 
 # Keys whose values are text, never Hydra syntax.
@@ -152,13 +153,25 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def run_hydra_app(config_name: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None) -> None:
-    """Run ``task(cfg)`` on ``conf/<config_name>.yaml`` composed with ``argv`` (default ``sys.argv[1:]``)."""
+DRY_RUN = "--dry-run"  # list the jobs a command would launch and check each; launch nothing
+
+
+def run_hydra_app(
+    config_name: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None, check: Check | None = None
+) -> None:
+    """Run ``task(cfg)`` on ``conf/<config_name>.yaml`` composed with ``argv`` (default
+    ``sys.argv[1:]``), after :func:`attnlab.preflight.preflight` with the task's first-second
+    ``check``. With ``--dry-run``: :func:`attnlab.preflight.dry_run` instead, and exit."""
+    given = list(sys.argv[1:] if argv is None else argv)
     with user_errors():
         root = project_root()
         os.environ.setdefault("ATTNLAB_ROOT", str(root))
-        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:] if argv is None else argv)]
-    register_resolvers()
+        register_resolvers()
+        argv = prepare_argv([a for a in given if a != DRY_RUN])
+        if DRY_RUN in given:
+            sys.exit(dry_run(root, config_name, argv, check))
+        preflight(root, config_name, argv, check)
+    sys.argv = [sys.argv[0], *argv]
 
     def main(cfg):
         with user_errors():

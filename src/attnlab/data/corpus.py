@@ -51,14 +51,21 @@ class Corpus:
         return h.hexdigest()
 
 
-def read_corpus(path: str | Path) -> Corpus:
-    """Read a ``.txt`` file, or all ``*.txt`` files below a folder."""
+def check_text_path(path: str | Path) -> list[Path]:
+    """The text files of ``data.path``: the file, or the ``*.txt`` files below the folder."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files")
     files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise DataError(f"folder {str(path)!r} has no .txt files; add some or point data.path at a text file")
+    return files
+
+
+def read_corpus(path: str | Path) -> Corpus:
+    """Read a ``.txt`` file, or all ``*.txt`` files below a folder."""
+    path = Path(path).expanduser()
+    files = check_text_path(path)
     documents = [_read_text(f) for f in files]
     if not any(doc.strip() for doc in documents):
         raise DataError(f"{str(path)!r} holds no text (empty or whitespace only); point data.path at a non-empty text")

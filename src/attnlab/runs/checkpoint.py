@@ -26,14 +26,15 @@ from attnlab.runs.atomic import atomic_write, remove_stale_temps
 from attnlab.runs.layout import find_checkpoint
 
 
-def safe_load(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+def safe_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)``: a checkpoint dict, never code from the file.
 
-    A truncated file, a foreign pickle (one that names a class or function to call) or anything
+    ``mmap=True`` maps the tensors instead of reading them (for a look at the step or the
+    hyperparameters). A truncated file, a foreign pickle (one that names a class or function to call) or anything
     not an attnlab checkpoint raises :class:`CheckpointError` with one line.
     """
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # truncated file, foreign pickle, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(

@@ -87,15 +87,20 @@ def record_dir(resume: Any, ckpt_path: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def override_keys(overrides: list[str]) -> list[str]:
+    """The config keys ``overrides`` set (``model/x=y`` sets ``model.x``; Hydra's own keys left out)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    keys = [o.package if o.package else o.key_or_group.replace("/", ".") for o in parsed]
+    return [k for k in keys if k.split(".")[0] != "hydra"]
+
+
 def command_line_keys() -> list[str]:
     """The config keys this launch's command line sets (Hydra's task overrides)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not HydraConfig.initialized():
-        return []
-    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    return [o.package if o.package else o.key_or_group.replace("/", ".") for o in parsed]
+    return override_keys(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else []
 
 
 def resume_config(cfg: DictConfig, keys: list[str] | None = None) -> tuple[DictConfig, Path | None]:

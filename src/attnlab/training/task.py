@@ -20,7 +20,8 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from omegaconf import DictConfig, OmegaConf
 
-from attnlab.data.datamodule import TextDataModule
+from attnlab.data.corpus import check_text_path
+from attnlab.data.datamodule import DataConfig, TextDataModule
 from attnlab.errors import ConfigError
 from attnlab.model import ModelConfig
 from attnlab.runs import layout
@@ -46,6 +47,9 @@ def validate_config(cfg: DictConfig) -> None:
     model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
     ModelConfig.from_dict({**model, "vocab_size": 1})
     OptimConfig.from_dict(_container(cfg.optim))
+    data = DataConfig.from_dict(_container(cfg.data))
+    if data.path is not None:
+        check_text_path(data.path)
     check_devices(_container(cfg.trainer))
 
 
@@ -79,13 +83,27 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
 
 def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
     """Read the checkpoint a run resumes from (weights_only; one line if damaged); its model hyperparameters."""
-    saved = safe_load(checkpoint)
+    saved = safe_load(checkpoint, mmap=True)  # the step and hyperparameters, without reading the weights
     if saved.get("global_step", 0) >= cfg.trainer.max_steps:
         raise ConfigError(
             f"{checkpoint} is at step {saved['global_step']}, already trainer.max_steps={cfg.trainer.max_steps}; "
             f"resume with a larger trainer.max_steps to train on"
         )
     return saved["hyper_parameters"]["model"]
+
+
+def checked_config(cfg: DictConfig, keys: list[str] | None = None) -> tuple[DictConfig, Path | None, dict | None]:
+    """What a run checks in its first second, before it writes anything: ``(config to train with,
+    checkpoint to resume from or None, that checkpoint's model hyperparameters or None)``.
+
+    ``keys``: the config keys the command line sets (by default Hydra's task overrides). The
+    bootstrap runs this before Hydra starts too (:mod:`attnlab.preflight`), so a refused resume
+    leaves the finished run as it was.
+    """
+    cfg, resume_from = resume_config(cfg, keys)  # resume=<run> / ckpt_path=: the run's own config and folder
+    validate_config(cfg)
+    resumed_model = check_resumable(cfg, resume_from) if resume_from else None
+    return cfg, resume_from, resumed_model
 
 
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -97,9 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says; return the final metrics (``val/loss``, ``val/bpb``, ...)."""
     started = time.perf_counter()
     tidy_output()
-    cfg, resume_from = resume_config(cfg)  # resume=<run> / ckpt_path=: the run's own config and folder
-    validate_config(cfg)
-    resumed_model = check_resumable(cfg, resume_from) if resume_from else None
+    cfg, resume_from, resumed_model = checked_config(cfg)
     if cfg.get("system", {}).get("keep_freed_memory", False):
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
