@@ -1,5 +1,6 @@
 """Faults: a run killed mid-training resumes exactly; saves are atomic; divergence stops the run."""
 
+import json
 import multiprocessing
 import os
 import signal
@@ -10,16 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import attnlab.runs.resume
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load
-from attnlab.runs.resume import resume_config
+from attnlab.runs.resume import resume_config, run_overrides
 from attnlab.training.callbacks import TrainingDiverged
 from attnlab.training.lit_gpt import LitGPT
 from attnlab.training.task import train
-from tests.conftest import ROOT, CodeRunningPickle
+from tests.conftest import ROOT, CodeRunningPickle, run_train
 
 # dropout > 0, so the resumed run matches only if the RNG state comes back too
 RUN = [
@@ -114,6 +116,37 @@ def test_resume_keeps_the_runs_config_and_takes_only_named_keys(tmp_path, compos
         ConfigError, match=r"is at step 8, already trainer.max_steps=8; resume with a larger trainer.max_steps"
     ):
         train(later)
+
+
+def test_a_runs_overrides_are_the_originals_with_each_resumes_latest_values():
+    original = ["debug=tiny", "seed=7", "optim.lr=0.01", "trainer.max_steps=6", "~logger"]
+    first_resume = ["resume=outputs/r", "trainer.max_steps=8"]
+    second_resume = ["ckpt_path=outputs/r/checkpoints/last.ckpt", "optim.lr=0.02", "optim=muon", "trainer.max_steps=12"]
+    assert run_overrides([original, first_resume, second_resume]) == [
+        "debug=tiny",
+        "seed=7",
+        "~logger",
+        "optim.lr=0.02",  # within one launch the order does not matter: Muon with lr 0.02
+        "optim=muon",  # the whole group again: the original optim.lr=0.01 no longer applies
+        "trainer.max_steps=12",
+    ]
+
+
+@pytest.mark.slow
+def test_a_resumed_runs_record_keeps_how_it_was_started(tmp_path, compose):
+    run = tmp_path / "run"
+    original = ["debug=tiny", "seed=7", "model.d_model=48", f"data.cache_dir={tmp_path / 'cache'}"]
+    resume = [f"resume={run}", "trainer.max_steps=8"]
+    for launch in ([*original, f"hydra.run.dir={run}"], resume):
+        result = run_train(*launch)
+        assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["overrides"] == [*original, "trainer.max_steps=8"]
+    assert record["launches"] == [original, resume]
+    composed = compose(*record["overrides"])  # the record still composes the run's config
+    saved = OmegaConf.load(run / "config.yaml")
+    for key in ("seed", "model", "optim", "trainer", "data"):
+        assert OmegaConf.to_container(composed, resolve=True)[key] == OmegaConf.to_container(saved)[key], key
 
 
 def _save_and_die(path: str) -> None:

@@ -2,7 +2,8 @@
 
     <run>/
       config.yaml              the resolved config; resume=<run> reads it back
-      .hydra/                  Hydra's record of each launch (.hydra/resume-<time>/ for a resume)
+      .hydra/                  Hydra's record of each launch (overrides.yaml: its overrides;
+                               .hydra/resume-<date>_<time>/ for a resume)
       train.log                the log (Hydra's, named after hydra.job.name)
       metrics.json             the job record: overrides, status, final metrics, wall time
       model_summary.txt        parameters per module
@@ -25,6 +26,8 @@ from attnlab.errors import CheckpointError
 
 CONFIG_FILE = "config.yaml"
 HYDRA_DIR = ".hydra"
+HYDRA_OVERRIDES = "overrides.yaml"  # Hydra's record of a launch's command-line overrides
+RESUME_RECORD = "resume-"  # .hydra/resume-<date>_<time>/: the record of a resume
 JOB_RECORD = "metrics.json"
 MODEL_SUMMARY = "model_summary.txt"
 TENSORBOARD_DIR = "tensorboard"
@@ -34,6 +37,7 @@ LAST = "last"
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/{LAST}.ckpt"  # relative to the run folder, as error lines show it
 EVAL_DIR = "eval"
 ATTENTION_DIR = "attention"
+STAMP = "%Y-%m-%d_%H-%M-%S"  # <date>_<time> in the names above
 
 
 def config_file(run: Path) -> Path:
@@ -56,7 +60,20 @@ def last_checkpoint(run: Path) -> Path:
 def attention_dir(run: Path, when: datetime, n: int = 1) -> Path:
     """``<run>/attention/<date>_<time>/``: the maps of the ``attnlab attend`` call at ``when``;
     ``<date>_<time>-<n>/`` for the n-th call in that second (the names sort in call order)."""
-    return Path(run) / ATTENTION_DIR / (f"{when:%Y-%m-%d_%H-%M-%S}" + (f"-{n}" if n > 1 else ""))
+    return Path(run) / ATTENTION_DIR / (f"{when:{STAMP}}" + (f"-{n}" if n > 1 else ""))
+
+
+def resume_record(when: datetime) -> str:
+    """``.hydra/resume-<date>_<time>``, relative to the run: where Hydra records a resume at ``when``."""
+    return f"{HYDRA_DIR}/{RESUME_RECORD}{when:{STAMP}}"
+
+
+def launch_records(run: Path) -> list[Path]:
+    """Hydra's record of the overrides of each launch of ``run``, oldest first: the launch that
+    started it (``.hydra/overrides.yaml``), then each resume (``.hydra/resume-<date>_<time>/overrides.yaml``)."""
+    hydra = Path(run) / HYDRA_DIR
+    records = [hydra / HYDRA_OVERRIDES, *sorted(hydra.glob(f"{RESUME_RECORD}*/{HYDRA_OVERRIDES}"))]
+    return [record for record in records if record.is_file()]
 
 
 def run_of_checkpoint(ckpt: Path) -> Path:

@@ -11,7 +11,9 @@ schedule, RNGs, step count and so the data order) and *in the checkpoint's run f
   only the keys it names (``trainer.max_steps=5000``, ``optim.lr=1e-4``), plus the keys that
   interpolate them (``data.context_length`` carries ``model.context_length``); ``paths.*`` are this
   checkout's. Changes of the model's architecture are refused by
-  :func:`attnlab.runs.checkpoint.require_same_model`, which lists them.
+  :func:`attnlab.runs.checkpoint.require_same_model`, which lists them;
+* the record: ``metrics.json`` lists the overrides of every launch of the run, the original ones
+  first, each resume's after them (:func:`run_overrides`), so they still compose the run's config.
 
 A checkpoint outside a run folder (no ``config.yaml`` beside ``checkpoints/``) resumes into a new
 run folder with this command's configuration.
@@ -24,13 +26,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.runs import layout
 from attnlab.runs.layout import saved_run
 
-NOT_CARRIED = ("resume", "ckpt_path", "hydra", "paths")  # overrides that say how to resume, not what
+HOW_TO_RESUME = ("resume", "ckpt_path")  # the overrides that say where a launch resumes from
+NOT_CARRIED = (*HOW_TO_RESUME, "hydra", "paths")  # overrides that say how to resume, not what
 
 
 def resume_checkpoint(resume: str | None, ckpt_path: str | None) -> Path | None:
@@ -79,7 +83,7 @@ def record_dir(resume: Any, ckpt_path: Any) -> str:
     """``hydra.output_subdir``: ``.hydra``, or ``.hydra/resume-<time>`` so a resume keeps the original record."""
     if _resumed_run(resume, ckpt_path) is None:
         return layout.HYDRA_DIR
-    return f"{layout.HYDRA_DIR}/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    return layout.resume_record(datetime.now())
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,13 +91,18 @@ def record_dir(resume: Any, ckpt_path: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def override_keys(overrides: list[str]) -> list[str]:
-    """The config keys ``overrides`` set (``model/x=y`` sets ``model.x``; Hydra's own keys left out)."""
+def key_of_each(overrides: list[str]) -> list[str]:
+    """The config key each override sets, one per override: ``seed=7`` sets ``seed``, ``~logger``
+    ``logger``, ``model/x=y`` ``model.x``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    keys = [o.package if o.package else o.key_or_group.replace("/", ".") for o in parsed]
-    return [k for k in keys if k.split(".")[0] != "hydra"]
+    return [o.package if o.package else o.key_or_group.replace("/", ".") for o in parsed]
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The config keys ``overrides`` set, Hydra's own keys left out."""
+    return [k for k in key_of_each(overrides) if k.split(".")[0] != "hydra"]
 
 
 def command_line_keys() -> list[str]:
@@ -164,3 +173,30 @@ def _delete(cfg: DictConfig, key: str) -> None:
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if isinstance(parent, DictConfig) and leaf in parent:
         del parent[leaf]
+
+
+# --------------------------------------------------------------------------------------------
+# The run's launches: the one that started it, then each resume
+# --------------------------------------------------------------------------------------------
+
+
+def launch_overrides(run: Path) -> list[list[str]]:
+    """The command-line overrides of each launch of ``run``, oldest first, as Hydra recorded them
+    (:func:`attnlab.runs.layout.launch_records`)."""
+    return [[str(o) for o in yaml.safe_load(p.read_text(encoding="utf-8")) or []] for p in layout.launch_records(run)]
+
+
+def run_overrides(launches: list[list[str]]) -> list[str]:
+    """The overrides that compose the run's config: each launch's in turn but :data:`HOW_TO_RESUME`.
+
+    As :func:`resume_config` takes the keys a resume sets, its overrides replace those of earlier
+    launches that set the same keys or keys under them (``optim=muon`` replaces ``optim.lr=0.01``);
+    the others stay.
+    """
+    kept: list[tuple[str, str]] = []  # (key, override), in launch order
+    for overrides in launches:
+        this = [(key, o) for key, o in zip(key_of_each(overrides), overrides) if key not in HOW_TO_RESUME]
+        keys = {key for key, _ in this}
+        kept = [(k, o) for k, o in kept if not any(k == key or k.startswith(f"{key}.") for key in keys)]
+        kept += this
+    return [o for _, o in kept]

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from attnlab.errors import AttnlabError
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_json
+from attnlab.runs.resume import launch_overrides, run_overrides
 from attnlab.system.distributed import separate_job
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,15 @@ def in_multirun() -> bool:
         return False
 
 
-def _task_overrides() -> list[str]:
+def _launches(output_dir: Path) -> list[list[str]]:
+    """The overrides of each launch of the job's run: Hydra's records in its folder (the launch
+    that started it, then each resume), else this launch's."""
     from hydra.core.hydra_config import HydraConfig
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    recorded = launch_overrides(output_dir)
+    if recorded or not HydraConfig.initialized():
+        return recorded
+    return [list(HydraConfig.get().overrides.task)]
 
 
 def _is_rank_zero() -> bool:
@@ -65,9 +71,11 @@ def record_job(
     output_dir: Path, status: str, seconds: float, metrics: dict[str, float] | None = None, error: str | None = None
 ) -> dict[str, Any]:
     """Write ``<output_dir>/metrics.json`` (atomically, rank zero only) and return what it holds."""
+    launches = _launches(output_dir)
     record = {
         "status": status,  # ok | failed
-        "overrides": _task_overrides(),
+        "overrides": run_overrides(launches),  # what sets the run's config: the original's, then each resume's
+        "launches": launches,  # each launch's overrides as given, the original first
         "seconds": round(seconds, 3),  # the job's wall time, data preparation included
         "metrics": {k: _finite_or_none(v) for k, v in (metrics or {}).items()},  # null: not finite
         "error": error,
