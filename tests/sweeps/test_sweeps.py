@@ -297,6 +297,7 @@ def test_joblib_sweep_with_an_invalid_job(tmp_path):
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         *TINY,
+        "trainer.log_every_n_steps=10",  # more than the 4 steps: tokens/s comes from the last step's log
         "model.num_heads=2,3",
         f"data.cache_dir={tmp_path / 'cache'}",
         f"hydra.sweep.dir={sweep}",
@@ -317,7 +318,10 @@ def test_joblib_sweep_with_an_invalid_job(tmp_path):
 
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["model.num_heads"], r["status"]) for r in rows] == [("2", "ok"), ("3", "failed")]
-    assert "2 jobs: 1 ok, 1 failed." in (sweep / "summary.md").read_text()
+    assert float(rows[0]["tokens_per_sec"]) == pytest.approx(ok["metrics"]["train/tokens_per_sec"])
+    md = (sweep / "summary.md").read_text()
+    assert "2 jobs: 1 ok, 1 failed." in md
+    assert f"| {ok['metrics']['train/tokens_per_sec']:,.0f} |" in md  # the tokens/s column
     assert Image.open(sweep / "summary.png").format == "PNG"
 
 

@@ -26,6 +26,7 @@ from attnlab.observe.samples import sample_markdown
 from attnlab.observe.summary import model_summary
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
+from attnlab.training.callbacks import reached_max_steps
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ class Samples(L.Callback):
 
 class Throughput(L.Callback):
     """``train/tokens_per_sec``: training tokens (all processes) per second of wall clock between
-    logs, validation excluded. Reads only shapes and the clock: no device synchronisation."""
+    logs, validation excluded; and at the last step, of the steps since the last log, so the final
+    metrics of a run shorter than ``log_every_n_steps`` hold it too. Reads only shapes and the
+    clock: no device synchronisation."""
 
     def __init__(self):
         self.last: float | None = None
@@ -149,7 +152,7 @@ class Throughput(L.Callback):
             self.tokens += x.numel() * trainer.world_size
             self.seconds += now - self.last
         self.last = now
-        if self.seconds > 0 and trainer.global_step % trainer.log_every_n_steps == 0:
+        if self.seconds > 0 and (trainer.global_step % trainer.log_every_n_steps == 0 or reached_max_steps(trainer)):
             pl_module.log("train/tokens_per_sec", self.tokens / self.seconds)
             self.tokens, self.seconds = 0, 0.0
 

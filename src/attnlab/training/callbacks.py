@@ -16,6 +16,11 @@ from attnlab.checks import require_int
 from attnlab.errors import AttnlabError
 
 
+def reached_max_steps(trainer: L.Trainer) -> bool:
+    """Whether the step just taken is the last: ``trainer.max_steps`` (-1: no limit) is reached."""
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
 class ValidateAtEnd(L.Callback):
     """Validate (and so checkpoint) after the last step, wherever val_check_interval falls.
 
@@ -25,7 +30,7 @@ class ValidateAtEnd(L.Callback):
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if reached_max_steps(trainer):
             trainer.should_stop = True
 
 
