@@ -12,8 +12,6 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -31,17 +29,6 @@ from attnlab.training.task import validate_config
 from tests.conftest import ROOT, SEED_SAMPLE, run_train
 
 TINY = ["debug=tiny", "trainer.max_steps=4", "~callbacks.attention", "~callbacks.samples"]
-
-
-@pytest.fixture
-def compose_with_hydra(tmp_path):
-    """Like `compose`, with the `hydra` node (sweeper, launcher) in the result."""
-
-    def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose("config", overrides=[f"paths.root={ROOT}", *overrides], return_hydra_config=True)
-
-    return _compose
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,10 +111,11 @@ def test_optuna_search_composes(compose_with_hydra, tmp_path):
     sweeper = cfg.hydra.sweeper
     assert "Optuna" in sweeper._target_ and sweeper.direction == "minimize"
     assert sweeper.storage == f"sqlite:///{ROOT}/outputs/optuna/attnlab.db"
-    assert sweeper.sampler.seed == 7 and "TPE" in sweeper.sampler._target_
+    assert "TPE" in sweeper.sampler._target_
     assert {"optim.lr", "model.d_model", "model.num_heads"} <= set(sweeper.params)
-    moved = compose_with_hydra("hparams_search=optuna", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db")
+    moved = compose_with_hydra("hparams_search=optuna", "seed=7", f"hydra.sweeper.storage=sqlite:///{tmp_path}/s.db")
     assert moved.hydra.sweeper.storage == f"sqlite:///{tmp_path}/s.db"
+    assert moved.hydra.sweeper.sampler.seed == 7  # a new study: the seed (tests/sweeps/test_study.py: a resumed one)
 
 
 def test_launchers_compose(compose_with_hydra):

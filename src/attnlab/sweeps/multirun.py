@@ -1,5 +1,6 @@
 """The Hydra callback of every multirun: check what would fail every job before it starts, write
-the sweep's report when it ends, and exit with status 1 if any job failed.
+the sweep's report when it ends (with the best trial so far of an Optuna study), and exit with
+status 1 if any job failed.
 
 ``hydra.callbacks.sweep_report`` in conf/config.yaml. This module imports no torch or Lightning:
 Hydra builds the callback for every command, ``--help`` included.
@@ -17,18 +18,21 @@ from omegaconf import DictConfig
 
 from attnlab.errors import ConfigError, user_errors
 from attnlab.sweeps.report import write_report
+from attnlab.sweeps.study import record_study, sqlite_file
 
 log = logging.getLogger(__name__)
 
 
 class SweepReport(Callback):
-    """Hydra callback: before a multirun, check what would fail every job; after it, write the
-    sweep's report and exit with status 1 if any job failed."""
+    """Hydra callback: before a multirun, check what would fail every job and note the Optuna study
+    it adds to; after it, write the sweep's report, log the study's best trial, and exit with
+    status 1 if any job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with user_errors():
             check_launcher(config)
             make_storage_folder(config)
+            record_study(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -36,6 +40,8 @@ class SweepReport(Callback):
         for job in summary.jobs:
             if job.status == "failed":
                 log.error("job %s failed (%s): %s", job.name, summary.swept_overrides(job), job.error)
+        if summary.study is not None:
+            log.info("%s", summary.study.line())
         log.info("sweep %s: %s; report in %s", sweep_dir, summary.counts_line(), sweep_dir / "summary.md")
         if summary.failed:
             sys.exit(1)
@@ -55,7 +61,6 @@ def check_launcher(config: DictConfig) -> None:
 
 def make_storage_folder(config: DictConfig) -> None:
     """Create the folder of an Optuna SQLite study file (SQLite does not create folders)."""
-    storage = config.hydra.sweeper.get("storage")
-    prefix = "sqlite:///"
-    if isinstance(storage, str) and storage.startswith(prefix) and storage != prefix + ":memory:":
-        Path(storage[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+    file = sqlite_file(config.hydra.sweeper.get("storage"))
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)

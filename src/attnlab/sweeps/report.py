@@ -3,7 +3,9 @@
 Each job folder ``<sweep>/<n>/`` (``n``: Hydra's job number, ``hydra.sweep.subdir``) holds ``metrics.json`` (written by the job when it ends, see
 :mod:`attnlab.sweeps.job`) and Hydra's ``.hydra/overrides.yaml`` (written when it starts). A folder
 with only the latter is a job that has not finished: still running, or interrupted. So the
-report of a sweep that was stopped halfway shows what finished and what did not.
+report of a sweep that was stopped halfway shows what finished and what did not. The sweep of an
+Optuna study kept in a storage also names it (``optuna_study.json``, :mod:`attnlab.sweeps.study`):
+the report adds the study's best trial so far, from every call, with all of its overrides.
 
 ``attnlab report <sweep dir>`` runs :func:`main`.
 """
@@ -26,6 +28,7 @@ from attnlab.errors import ConfigError, DataError, user_errors
 from attnlab.runs.atomic import atomic_path, atomic_write_text
 from attnlab.runs.layout import HYDRA_DIR, JOB_RECORD
 from attnlab.sweeps.job import OBJECTIVE
+from attnlab.sweeps.study import StudyBest, read_study
 
 STATUSES = ("ok", "failed", "unfinished")
 
@@ -55,6 +58,7 @@ class Summary:
     jobs: list[Job]
     swept: list[str]  # override keys whose value differs between jobs
     common: list[str]  # overrides every job shares
+    study: StudyBest | None = None  # the Optuna study the sweep added to, if it is kept in a storage
 
     @property
     def failed(self) -> int:
@@ -126,7 +130,7 @@ def load_summary(sweep_dir: str | Path) -> Summary:
         keys += [k for k in job.params if k not in keys]
     swept = [k for k in keys if len({job.params.get(k) for job in jobs}) > 1]
     common = [f"{k}={jobs[0].params[k]}" for k in keys if k not in swept]
-    return Summary(sweep_dir, jobs, swept, common)
+    return Summary(sweep_dir, jobs, swept, common, read_study(sweep_dir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +232,8 @@ def summary_md(summary: Summary) -> str:
             + " | ".join(cells[c] for c in COLUMNS)
             + f" | {job.status} |"
         )
+    if summary.study is not None:
+        lines += ["", *summary.study.markdown()]
     failed = [job for job in summary.jobs if job.status == "failed"]
     if failed:
         lines += ["", "## Failed jobs", ""]
