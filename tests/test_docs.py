@@ -139,6 +139,9 @@ def check_command(command: str) -> None:
         if args[:2] == ["-m", "attnlab.data.corpus"]:  # make data
             assert args[2:] and args[2] in NAMED_CORPORA, f"{command}: name a corpus of {sorted(NAMED_CORPORA)}"
             return
+        if args[:2] == ["-m", "bench.doc_examples"]:  # rewrites the docs' example outputs from a run
+            assert len(args) == 3 and re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", args[2]), command
+            return
         assert args[:1] == ["train.py"] or args[:2] == ["-m", "bench.run"], f"{command}: python runs train.py"
         if args[0] == "train.py":
             check_hydra_command("config", args[1:])
@@ -194,3 +197,26 @@ def test_a_documented_module_or_name_exists(where, name):
             obj = getattr(obj, attribute)  # AttributeError: the docs name something that is gone
         return
     raise AssertionError(f"{name} is not a module of attnlab")
+
+
+@pytest.mark.slow
+def test_the_bare_python_and_attnlab_of_the_docs_work_after_the_readmes_activation():
+    """The docs write `python train.py` and `attnlab ...` after the README says, once, to
+    `source .venv/bin/activate`: in a shell that does exactly that, on a PATH without the venv,
+    the first documented training command and `attnlab --help` run."""
+    import os
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    activation = "source .venv/bin/activate"
+    first_python = readme.index("\npython train.py")
+    assert activation in readme[:first_python], "the README says how to get python and attnlab before using them"
+    if not (ROOT / ".venv" / "bin" / "activate").is_file():
+        pytest.skip("no .venv: make install creates it")
+    command = next(c for _, c, _ in COMMANDS if c.startswith("python train.py ") and " -m " not in c)
+    script = f"{activation} && {command.split('#')[0].strip()} --dry-run && attnlab --help"
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "dry run: 1 job" in result.stdout and "all would start" in result.stdout
+    assert "usage: attnlab <tool>" in result.stdout

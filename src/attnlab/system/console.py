@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a message shows it: relative to the working folder when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def tidy_output() -> None:

@@ -25,7 +25,7 @@ from attnlab.errors import DataError
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_json
 from attnlab.runs.checkpoint import model_from_checkpoint, read_checkpoint
-from attnlab.system.console import tidy_output
+from attnlab.system.console import shown_path, tidy_output
 from attnlab.system.hardware import best_precision
 from attnlab.system.memory import keep_freed_memory
 from attnlab.training.lit_gpt import LitGPT
@@ -65,8 +65,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.path is None:
         ids = run_validation_ids(run_dir, tokenizer, instead="pass data.path=<file or folder> to evaluate a text")
         name, source = "val", f"{run_dir} validation split"
+        shown = f"{shown_path(run_dir)} validation split"
     else:
         name, source, ids = Path(str(cfg.data.path)).stem, str(cfg.data.path), text_ids(str(cfg.data.path), tokenizer)
+        shown = source
     if len(ids) < T + 1:
         raise DataError(
             f"{source} has {len(ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; use a longer text"
@@ -92,8 +94,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out is not None else run_dir / layout.EVAL_DIR / f"{ckpt.stem}-{name}.json"
     atomic_write_json(out, result)
     print(
-        f"eval {ckpt.name} on {source}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
-        f"bpb {result['bpb']:.4f}  ({result['tokens']:,} tokens) -> {out}",
+        f"eval {ckpt.name} on {shown}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
+        f"bpb {result['bpb']:.4f}  ({result['tokens']:,} tokens) -> {shown_path(out)}",
         flush=True,
     )
     return result

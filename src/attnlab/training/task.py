@@ -28,7 +28,7 @@ from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
 from attnlab.runs.checkpoint import SafeCheckpointIO, require_same_model, safe_load
 from attnlab.runs.resume import resume_config
-from attnlab.system.console import tidy_output
+from attnlab.system.console import shown_path, tidy_output
 from attnlab.system.distributed import use_rank_command
 from attnlab.system.hardware import check_devices
 from attnlab.system.memory import keep_freed_memory
@@ -150,10 +150,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def final_line(output_dir: Path, metrics: dict[str, float]) -> str:
-    try:
-        shown = output_dir.resolve().relative_to(Path.cwd())
-    except ValueError:
-        shown = output_dir
     minutes, seconds = divmod(int(metrics.get("seconds", 0)), 60)
     figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("val/loss", "val/bpb") if k in metrics)
-    return f"run {shown}  {figures}  ({metrics.get('steps', 0)} steps, {minutes}m{seconds:02d}s)"
+    return f"run {shown_path(output_dir)}  {figures}  ({metrics.get('steps', 0)} steps, {minutes}m{seconds:02d}s)"
