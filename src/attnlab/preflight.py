@@ -118,13 +118,14 @@ def explain(err: ConfigCompositionException, config_name: str, overrides: Sequen
         leaf = key.rpartition(".")[2]
         if key.startswith("trainer.") and key.count(".") == 1 and leaf in trainer_arguments():
             return (
-                f"{key} is a lightning.Trainer argument that conf/trainer does not set; "
-                f"add it with a plus: +{override}"
+                f"{key} is a lightning.Trainer argument that conf/trainer does not set; add it with a plus: +{override}"
             )
         hint = closest(key, known_keys(config_name, overrides, key))
         if key.startswith("trainer."):
             return f"{key} is not a key of the config{hint} (nor an argument of lightning.Trainer)"
-        return f"{key} is not a key of the config{hint} (--cfg job prints every key; a new key needs a plus: +{override})"
+        return (
+            f"{key} is not a key of the config{hint} (--cfg job prints every key; a new key needs a plus: +{override})"
+        )
     present = re.match(r"Could not append to config. An item is already at '([^']+)'", message)
     if present:
         override = _override_of(present[1], overrides)

@@ -22,8 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
 from attnlab.errors import ConfigError
-
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+from attnlab.sweeps.study import is_optuna
 
 
 @dataclass
@@ -89,7 +88,7 @@ def plan_sweep(sweeper: Mapping[str, Any], arguments: Sequence[str]) -> SweepPla
     """The plan of a multirun whose composed ``hydra.sweeper`` is ``sweeper`` and whose command
     line's overrides are ``arguments``."""
     overrides = sweeper_overrides(sweeper.get("params"), arguments)
-    if sweeper.get("_target_") == OPTUNA_SWEEPER:
+    if is_optuna(sweeper):
         return SweepPlan(search_probes(overrides), search=True, trials=int(sweeper.get("n_trials") or 0))
     return SweepPlan(grid_jobs(overrides))
 

@@ -37,6 +37,14 @@ STUDY_RECORD = "optuna_study.json"  # in a sweep folder: the study its trials we
 SQLITE = "sqlite:///"
 
 
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna
+
+
+def is_optuna(sweeper: Any) -> bool:
+    """Whether ``hydra.sweeper`` (composed) is Optuna's."""
+    return str(sweeper.get("_target_", "")) == OPTUNA_SWEEPER
+
+
 def sqlite_file(storage: str | None) -> Path | None:
     """The file of an SQLite storage URL (``sqlite:////abs/s.db`` -> ``/abs/s.db``); None for
     other storages, in memory included."""
@@ -138,7 +146,7 @@ def record_study(config: DictConfig) -> None:
     ends; the report's best job is the study's best)."""
     sweeper = config.hydra.sweeper
     storage = sweeper.get("storage")
-    if not str(sweeper.get("_target_", "")).endswith("OptunaSweeper") or storage is None:
+    if not is_optuna(sweeper) or storage is None:
         return
     file = sqlite_file(storage)
     if file is not None:
