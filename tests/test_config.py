@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from attnlab.training.callbacks import LastCheckpoint
 from attnlab.training.task import validate_config
+from tests.conftest import run_train
 
 
 @pytest.mark.parametrize("data", ["shakespeare", "seed_sample"])
@@ -58,3 +59,13 @@ def test_paths_are_a_group(compose):
 
     cfg = compose()
     assert cfg.paths.root == str(ROOT) and cfg.paths.data_dir == f"{ROOT}/data"
+
+
+@pytest.mark.slow
+def test_cfg_job_resolve_prints_the_values_a_run_gets():
+    """The docs' `python train.py --cfg job --resolve`: no interpolation left (precision, paths)."""
+    raw = run_train("--cfg", "job", "debug=tiny")
+    resolved = run_train("--cfg", "job", "--resolve", "debug=tiny")
+    assert raw.returncode == 0 and resolved.returncode == 0, resolved.stderr
+    assert "${attnlab.precision:" in raw.stdout
+    assert "${" not in resolved.stdout and "precision: " in resolved.stdout
