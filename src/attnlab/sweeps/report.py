@@ -26,7 +26,7 @@ import yaml
 
 from attnlab.errors import ConfigError, DataError, user_errors
 from attnlab.runs.atomic import atomic_path, atomic_write_text
-from attnlab.runs.layout import HYDRA_DIR, JOB_RECORD
+from attnlab.runs.layout import HYDRA_DIR, HYDRA_OVERRIDES, JOB_RECORD
 from attnlab.sweeps.job import OBJECTIVE
 from attnlab.sweeps.study import StudyBest, read_study
 
@@ -90,7 +90,7 @@ def _finite(value: float | None) -> bool:
 
 def read_job(folder: Path) -> Job | None:
     """The job in ``folder``, or None when the folder is not a job's."""
-    record_path, overrides_path = folder / JOB_RECORD, folder / HYDRA_DIR / "overrides.yaml"
+    record_path, overrides_path = folder / JOB_RECORD, folder / HYDRA_DIR / HYDRA_OVERRIDES
     if record_path.is_file():
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
