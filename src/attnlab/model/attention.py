@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from attnlab.errors import ConfigError
 from attnlab.model.config import ATTENTION_IMPLS, ModelConfig
+from attnlab.model.hooks import HookPoint
 from attnlab.model.layers import RotaryPositions, make_norm
 
 
@@ -76,6 +77,9 @@ class CausalSelfAttention(nn.Module):
         Tmax = cfg.context_length
         # causal[i, j] is True where query i may look at key j (j <= i): lower triangle
         self.register_buffer("causal", torch.tril(torch.ones(Tmax, Tmax, dtype=torch.bool)), persistent=False)
+        self.scores = HookPoint()  # (B, nh, T, S) before softmax (attnlab.model.hooks)
+        self.pattern = HookPoint()  # (B, nh, T, S) the attention weights
+        self.z = HookPoint()  # (B, nh, T, hs) each head's output
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, C = t.shape
@@ -110,10 +114,10 @@ class CausalSelfAttention(nn.Module):
         visible = self.causal[start : start + T, :S]  # (T, S): query start+i sees keys 0..start+i
 
         weights = None
-        if impl == "explicit" or return_weights:
+        if impl == "explicit" or return_weights or self.scores.active or self.pattern.active:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, T, S)
-            scores = scores.masked_fill(~visible, float("-inf"))  # hide the future
-            weights = F.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, nh, T, S), rows sum to 1
+            scores = self.scores(scores.masked_fill(~visible, float("-inf")))  # hide the future
+            weights = self.pattern(F.softmax(scores.float(), dim=-1).to(q.dtype))  # (B, nh, T, S), rows sum to 1
             out = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
         elif impl == "sdpa":
             # is_causal aligns the triangle top-left, right only when queries and keys both start
@@ -125,6 +129,7 @@ class CausalSelfAttention(nn.Module):
         else:
             raise ConfigError(f"unknown attention implementation {impl!r}; use one of {', '.join(ATTENTION_IMPLS)}")
 
+        out = self.z(out)  # (B, nh, T, hs)
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads concatenated
         out = self.resid_dropout(self.out_proj(out))  # (B, T, C)
         return (out, weights) if return_weights else out

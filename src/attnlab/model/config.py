@@ -33,6 +33,7 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm each head's queries and keys before the dot product
     activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2" (relu(x)**2)
     tie_embeddings: bool = True  # the output layer reuses the token embedding matrix
+    mlp: bool = True  # the feed-forward sub-layer; false: attention-only blocks (as in Olsson et al. 2022)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers", "ffn_mult"):
@@ -57,7 +58,7 @@ class ModelConfig:
                 f"model.positional=rope rotates pairs of channels, but the head size "
                 f"d_model/num_heads = {self.head_size} is odd; pick num_heads so that it is even"
             )
-        for name in ("bias", "qk_norm", "tie_embeddings"):
+        for name in ("bias", "qk_norm", "tie_embeddings", "mlp"):
             require_bool(getattr(self, name), f"model.{name}")
 
     @property
