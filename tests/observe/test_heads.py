@@ -92,3 +92,12 @@ def test_in_context_score_is_late_loss_minus_early_loss():
     model = GPT(ModelConfig(vocab_size=40, context_length=T, d_model=16, num_heads=2, num_layers=1))
     losses = position_losses(model, torch.randint(0, 40, (4, T + 1)))
     assert losses.shape == (T,) and torch.isfinite(losses).all()
+
+
+def test_score_images_are_one_grid_per_score():
+    from attnlab.observe.head_maps import score_images
+
+    images = score_images({"induction": torch.rand(2, 4), "entropy": torch.rand(2, 4) * 2}, caption="step 9")
+    assert set(images) == {"heads/induction", "heads/entropy"}
+    for image in images.values():
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype.name == "uint8" and image.std() > 10
