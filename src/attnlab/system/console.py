@@ -20,7 +20,12 @@ def tidy_output() -> None:
     import lightning  # noqa: F401  (adds its own console handler on import)
 
     if logging.getLogger().hasHandlers():  # Hydra's handlers (console + <run>/train.log) take it all
-        logging.getLogger("lightning").handlers.clear()
+        # lightning, lightning.pytorch and lightning.fabric add a console handler of their own when
+        # imported before the root logger has one (the bootstrap's checks import them before Hydra
+        # sets up logging), and the last two then stop passing records up: undo both
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "Tip:" not in r.getMessage())
     # batches are gathered with one vectorised index on the main process: workers would only add IPC
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
