@@ -56,6 +56,8 @@ def test_train_py_writes_events_and_checkpoints(trained_run, seed_text):
     run_dir, result = trained_run
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("run ") and "val/loss" in last and "val/bpb" in last and "(6 steps" in last
+    log = (run_dir / "train.log").read_text()
+    assert "[lightning.pytorch" in log and "GPU available" in log  # Lightning's lines reach the run's log
 
     events = read_events(run_dir)
     scalars = events.Tags()["scalars"]
