@@ -119,7 +119,7 @@ class HookedModel(nn.Module):
         def keep(activation: torch.Tensor, name: str) -> None:
             cache[name] = activation.detach()
 
-        logits = self.run_with_hooks(idx, {name: keep for name in names}, **forward)
+        logits = self.run_with_hooks(idx, dict.fromkeys(names, keep), **forward)
         return logits, cache
 
 
