@@ -84,6 +84,13 @@ def test_model_summary_counts_every_parameter_once(tiny):
     assert f"{sum(p.numel() for p in attn.parameters()):,}" in text
 
 
+def test_model_summary_of_attention_only_blocks():
+    model = GPT(ModelConfig(vocab_size=40, context_length=8, d_model=16, num_heads=2, num_layers=2, mlp=False))
+    text = model_summary(model)
+    assert f"total {model.num_parameters():,} parameters" in text and "mlp=False" in text
+    assert "blocks.1.attn" in text and "ffn" not in text and "ln2" not in text
+
+
 def test_flat_hparams_are_tensorboard_values():
     cfg = OmegaConf.create(
         {

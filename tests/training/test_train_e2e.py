@@ -84,7 +84,7 @@ def test_train_py_writes_events_and_checkpoints(trained_run, seed_text):
 def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
     run_dir, result = trained_run
     events = read_events(run_dir)
-    images = events.Tags()["images"]
+    images = [tag for tag in events.Tags()["images"] if tag.startswith("attention/")]  # heads/*: below
     assert sorted(images) == [
         "attention/layer_0",
         "attention/layer_0_mean",
@@ -115,6 +115,28 @@ def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
     summary = (run_dir / "model_summary.txt").read_text()
     assert f"total {int(num_parameters):,} parameters" in summary and "blocks.1.attn" in summary
     assert "blocks.1.attn" in result.stdout + result.stderr  # printed at start too
+
+
+@pytest.mark.slow
+def test_head_scores_reach_tensorboard_and_metrics_json(trained_run):
+    from attnlab.observe.heads import SCORES
+
+    run_dir, _ = trained_run
+    events = read_events(run_dir)
+    heads = {f"heads/{s}/layer_{i}/head_{j}" for s in SCORES for i in range(2) for j in range(2)}
+    assert heads | {"heads/in_context"} <= set(events.Tags()["scalars"])
+    for tag in ("heads/induction/layer_1/head_1", "heads/in_context", "heads/prev_token/layer_0/head_0"):
+        assert [e.step for e in events.Scalars(tag)] == [3, 5]  # with the validation scalars
+    for score in SCORES:
+        assert [e.step for e in events.Images(f"heads/{score}")] == [3, 5]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert {f"heads/max/{s}" for s in SCORES} | {"heads/mean_entropy/layer_1", "heads/in_context"} <= set(metrics)
+    last = {tag: events.Scalars(tag)[-1].value for tag in heads}
+    assert metrics["heads/max/induction"] == pytest.approx(
+        max(v for t, v in last.items() if t.startswith("heads/induction/")), abs=1e-6
+    )
+    assert metrics["heads/in_context"] == pytest.approx(events.Scalars("heads/in_context")[-1].value, abs=1e-6)
 
 
 def _free_port():

@@ -22,6 +22,8 @@ def model_summary(model: GPT) -> str:
     for i, block in enumerate(model.blocks):
         for name in ("ln1", "attn", "ln2", "ffn"):
             part = getattr(block, name)
+            if part is None:  # model.mlp=false: no ln2, no ffn
+                continue
             rows.append((f"blocks.{i}.{name}", type(part).__name__, f"{count(part):,}"))
     rows.append(("ln_f", type(model.ln_f).__name__, f"{count(model.ln_f):,}"))
     head = "tied to token_embedding" if cfg.tie_embeddings else f"{count(model.lm_head):,}"
@@ -38,6 +40,6 @@ def model_summary(model: GPT) -> str:
         f"config: d_model={cfg.d_model} num_heads={cfg.num_heads} head_size={cfg.head_size} "
         f"num_layers={cfg.num_layers} context_length={cfg.context_length} vocab_size={cfg.vocab_size} "
         f"attention={cfg.attention} positional={cfg.positional} norm={cfg.norm} qk_norm={cfg.qk_norm} "
-        f"activation={cfg.activation} tie_embeddings={cfg.tie_embeddings}",
+        f"activation={cfg.activation} tie_embeddings={cfg.tie_embeddings} mlp={cfg.mlp}",
     ]
     return "\n".join(out)

@@ -41,7 +41,8 @@ def logged_step(trainer: L.Trainer) -> int:
     return max(trainer.global_step - 1, 0)
 
 
-def _val_ids(trainer: L.Trainer) -> np.ndarray | None:
+def validation_ids(trainer: L.Trainer) -> np.ndarray | None:
+    """The token ids of the trainer's validation split, when its datamodule has one."""
     datamodule = getattr(trainer, "datamodule", None)
     return getattr(datamodule, "val_ids", None)
 
@@ -68,7 +69,7 @@ class AttentionMaps(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         tokenizer = pl_module.tokenizer
         if tokenizer is not None:
-            self.ids = probe_ids(self.text, tokenizer, _val_ids(trainer), pl_module.model.cfg.context_length)
+            self.ids = probe_ids(self.text, tokenizer, validation_ids(trainer), pl_module.model.cfg.context_length)
 
     def log_maps(self, trainer: L.Trainer, pl_module, step: int) -> None:
         writers = tensorboard_writers(trainer)
@@ -113,7 +114,7 @@ class Samples(L.Callback):
         if self.prompt:
             ids = tokenizer.encode(self.prompt, respell=True)
         else:
-            val_ids = _val_ids(trainer)
+            val_ids = validation_ids(trainer)
             context_length = pl_module.model.cfg.context_length
             ids = default_probe(tokenizer, val_ids, context_length)[: self.prompt_tokens] if val_ids is not None else []
         if len(ids):
