@@ -18,7 +18,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load"]
+__all__ = ["load", "load_tokenizer"]
 
 
 def load(path, device="cpu"):
@@ -26,3 +26,11 @@ def load(path, device="cpu"):
     from attnlab.tools.export import load as load_export
 
     return load_export(path, device)
+
+
+def load_tokenizer(path):
+    """The tokenizer of a folder written by ``attnlab export`` (either format); see
+    :func:`attnlab.tools.export.load_tokenizer`."""
+    from attnlab.tools.export import load_tokenizer as load_export_tokenizer
+
+    return load_export_tokenizer(path)

@@ -9,8 +9,9 @@ from datetime import datetime
 import pytest
 import torch
 
+import attnlab
 import attnlab.tools.attend
-from attnlab.errors import ConfigError, DataError
+from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.runs.checkpoint import load_model
 from attnlab.tools.attend import attend
 from attnlab.tools.eval import evaluate
@@ -186,6 +187,49 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_attnlab_export_format_hf_writes_a_gpt2_that_transformers_loads(run, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    folder, _ = run
+    out = export(folder, tmp_path / "export")  # an earlier export, attnlab's format
+    with pytest.raises(ConfigError, match="already holds an export; pass overwrite=true"):
+        export(folder, out, format="hf")
+    done = run_tool("export", f"ckpt_path={folder}", f"out={out}", "format=hf", "overwrite=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == (
+        f"load it with: transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}); "
+        f"its tokenizer: attnlab.load_tokenizer({str(out)!r})"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and config["attnlab"]["source_checkpoint"].endswith(".ckpt")
+
+    hf = GPT2LMHeadModel.from_pretrained(out).eval()
+    tokenizer = attnlab.load_tokenizer(out)
+    model, _ = load_model(folder)
+    ids = torch.as_tensor(tokenizer.encode(PROMPT)).long().unsqueeze(0)  # (1, T0)
+    assert tokenizer.decode(ids[0]) == PROMPT
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), rtol=0, atol=1e-4)  # (1, T0, V)
+    with pytest.raises(CheckpointError, match="is a transformers GPT-2 export \\(format=hf\\); load it with"):
+        attnlab.load(out)
+
+
+def test_export_names_the_formats_it_writes(tmp_path):
+    with pytest.raises(ConfigError, match="unknown format='onnx'; use one of attnlab, hf"):
+        export(tmp_path / "run", tmp_path / "export", format="onnx")
+    assert not (tmp_path / "export").exists()
+
+
+def test_load_tokenizer_names_a_missing_or_damaged_tokenizer_json(tmp_path):
+    with pytest.raises(CheckpointError, match=r"is not an attnlab export \(no tokenizer.json\); write one with"):
+        attnlab.load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"kind": ')
+    with pytest.raises(CheckpointError, match=r": damaged tokenizer.json \(.*\); export it again$"):
+        attnlab.load_tokenizer(tmp_path)
 
 
 # -- attend ------------------------------------------------------------------------------------
