@@ -14,12 +14,13 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attnlab.data.datamodule import TextDataModule
 from attnlab.data.windows import SequentialWindows
 from attnlab.errors import ConfigError, DataError
 from attnlab.sweeps.multirun import SweepReport
-from attnlab.sweeps.report import load_summary
+from attnlab.sweeps.report import load_summary, write_report
 from attnlab.sweeps.report import main as report_main
 from attnlab.system.console import tidy_output
 from attnlab.system.distributed import RankZeroLog
@@ -209,6 +210,26 @@ def test_report_of_an_interrupted_sweep(tmp_path, capsys):
     assert summary.swept == ["model.d_model", "model.num_heads"] and summary.failed == 1
 
 
+def test_report_shows_the_head_figures_of_the_jobs_that_have_them(tmp_path):
+    sweep = tmp_path / "sweep"
+    heads = {"heads/max/induction": 0.4321, "heads/mean_entropy/layer_0": 1.25, "heads/in_context": -0.75}
+    _job(sweep, 0, ["model.num_heads=2"], "ok", **{"val/bpb": 2.5, "steps": 100}, **heads)
+    _job(sweep, 1, ["model.num_heads=4"], "ok", **{"val/bpb": 2.4, "steps": 100})  # a run without callbacks.heads
+    write_report(sweep)
+
+    md = (sweep / "summary.md").read_text()
+    assert "| wall time | max induction | in_context | status |" in md
+    assert "| 1m15s | 0.432 | -0.750 | ok |" in md and "| 1m15s |  |  | ok |" in md
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert list(rows[0])[-4:] == ["heads/in_context", "heads/max/induction", "heads/mean_entropy/layer_0", "error"]
+    assert rows[0]["heads/mean_entropy/layer_0"] == "1.25" and rows[1]["heads/max/induction"] == ""
+
+    _job(tmp_path / "plain", 0, ["model.num_heads=2"], "ok", **{"val/bpb": 2.5})
+    write_report(tmp_path / "plain")  # no job has them: no such columns
+    assert "induction" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert "heads/" not in (tmp_path / "plain" / "summary.csv").read_text()
+
+
 def test_report_needs_a_sweep_folder(tmp_path, capsys):
     for path in (tmp_path / "missing", tmp_path):
         with pytest.raises(SystemExit) as exit_info:
@@ -389,6 +410,11 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
 
     # the 2-process validation equals a single-process one on the same (final) weights
     record = json.loads((run_dir / "metrics.json").read_text())
+    # the heads callback ran on rank zero alone, once, and the other rank went on without waiting for it
+    assert {"heads/max/induction", "heads/in_context"} <= set(record["metrics"])
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("heads/in_context")] == [3]
     cfg = compose(*overrides)
     datamodule = TextDataModule.from_config(cfg)
     datamodule.setup("fit")

@@ -78,6 +78,15 @@ class Summary:
         params = job.params
         return " ".join(f"{k}={params[k]}" for k in self.swept if k in params)
 
+    def head_figures(self) -> list[str]:
+        """The per-head figures (``heads/...``) any job's metrics hold, sorted."""
+        return sorted({name for job in self.jobs for name in job.metrics if name.startswith(HEAD_FIGURES)})
+
+    def columns(self) -> list[str]:
+        """summary.md's figure columns: :data:`COLUMNS`, then those of :data:`HEAD_COLUMNS` some job has."""
+        found = self.head_figures()
+        return [*COLUMNS, *(column for column, name in HEAD_COLUMNS.items() if name in found)]
+
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
@@ -138,6 +147,10 @@ def load_summary(sweep_dir: str | Path) -> Summary:
 # --------------------------------------------------------------------------------------------
 
 COLUMNS = ("parameters", "val/loss", "val/bpb", "tokens/s", "wall time")
+# the per-head figures of a run with callbacks.heads (attnlab.observe.head_scores): every one in
+# summary.csv, these two in summary.md
+HEAD_FIGURES = "heads/"
+HEAD_COLUMNS = {"max induction": "heads/max/induction", "in_context": "heads/in_context"}
 
 
 def _cells(job: Job) -> dict[str, str]:
@@ -159,15 +172,18 @@ def _cells(job: Job) -> dict[str, str]:
         "val/bpb": fmt(job.metric("val/bpb"), ".4f"),
         "tokens/s": fmt(job.metric("train/tokens_per_sec"), ",.0f"),
         "wall time": wall,
+        **{column: fmt(job.metric(name), ".3f") for column, name in HEAD_COLUMNS.items()},
     }
 
 
 def summary_csv(summary: Summary) -> str:
-    """One row per job, unformatted figures; every swept parameter also has a column of its own."""
+    """One row per job, unformatted figures; every swept parameter and every per-head figure
+    (``heads/...``, of runs with ``callbacks.heads``) also has a column of its own."""
 
     def number(value: float | None, cast=float) -> Any:
         return "" if value is None else cast(value)
 
+    heads = summary.head_figures()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -182,6 +198,7 @@ def summary_csv(summary: Summary) -> str:
             "tokens_per_sec",
             "wall_seconds",
             "steps",
+            *heads,
             "error",
         ]
     )
@@ -199,6 +216,7 @@ def summary_csv(summary: Summary) -> str:
                 number(job.metric("train/tokens_per_sec")),
                 number(job.seconds),
                 number(job.metric("steps"), int),
+                *(number(job.metric(name)) for name in heads),
                 job.error or "",
             ]
         )
@@ -218,10 +236,11 @@ def summary_md(summary: Summary) -> str:
         )
     if summary.common:
         lines.append(f"Common to every job: {code(' '.join(summary.common))}.")
+    columns = summary.columns()
     lines += [
         "",
-        "| job | overrides | " + " | ".join(COLUMNS) + " | status |",
-        "| ---: | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- |",
+        "| job | overrides | " + " | ".join(columns) + " | status |",
+        "| ---: | --- | " + " | ".join("---:" for _ in columns) + " | --- |",
     ]
     for job in summary.jobs:
         cells = _cells(job)
@@ -229,7 +248,7 @@ def summary_md(summary: Summary) -> str:
             cells[OBJECTIVE] = f"**{cells[OBJECTIVE]}**"
         lines.append(
             f"| {job.name} | {code(summary.swept_overrides(job))} | "
-            + " | ".join(cells[c] for c in COLUMNS)
+            + " | ".join(cells[c] for c in columns)
             + f" | {job.status} |"
         )
     if summary.study is not None:
