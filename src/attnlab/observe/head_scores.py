@@ -41,7 +41,7 @@ from attnlab.observe.heads import (
     scalar_tags,
     summary_metrics,
 )
-from attnlab.observe.tensorboard import logged_step, tensorboard_writers, validation_ids
+from attnlab.observe.tensorboard import AtEachValidation, tensorboard_writers, validation_ids
 
 IN_CONTEXT = "heads/in_context"  # the scalar, and its name in callback_metrics and metrics.json
 
@@ -84,7 +84,7 @@ def measure(model: GPT, probe: HeadProbe) -> tuple[dict[str, torch.Tensor], floa
     return {name: value.float().cpu() for name, value in scores.items()}, in_context_score(losses)
 
 
-class HeadScores(L.Callback):
+class HeadScores(AtEachValidation):
     """Log every head's scores on fixed inputs at each validation end (SCALARS and IMAGES tabs),
     and every ``every_n_steps`` training steps when set; see the module docstring."""
 
@@ -110,7 +110,7 @@ class HeadScores(L.Callback):
                 val_ids, cfg.context_length, cfg.vocab_size, self.batch_size, self.in_context_windows, self.seed
             )
 
-    def log_scores(self, trainer: L.Trainer, pl_module, step: int) -> None:
+    def log_at(self, trainer: L.Trainer, pl_module, step: int) -> None:
         if self.probe is None or not trainer.is_global_zero or step == self.last_step:
             return  # no split, another rank, or these weights are measured (every_n_steps at a validation)
         self.last_step = step
@@ -126,11 +126,3 @@ class HeadScores(L.Callback):
                 writer.add_image(tag, image, step, dataformats="HWC")
         figures = {**summary_metrics(scores), IN_CONTEXT: in_context}
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in figures.items()})
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.log_scores(trainer, pl_module, logged_step(trainer))
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self.log_scores(trainer, pl_module, logged_step(trainer))

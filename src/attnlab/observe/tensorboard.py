@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import lightning as L
@@ -47,12 +48,31 @@ def validation_ids(trainer: L.Trainer) -> np.ndarray | None:
     return getattr(datamodule, "val_ids", None)
 
 
+class AtEachValidation(L.Callback, ABC):
+    """A callback that logs at each validation end (the sanity check aside) and every
+    ``every_n_steps`` training steps when set, both under the step of :func:`logged_step`."""
+
+    every_n_steps: int | None = None
+
+    @abstractmethod
+    def log_at(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        """Log what the callback shows under ``step``."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.log_at(trainer, pl_module, logged_step(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.log_at(trainer, pl_module, logged_step(trainer))
+
+
 # --------------------------------------------------------------------------------------------
 # Attention maps
 # --------------------------------------------------------------------------------------------
 
 
-class AttentionMaps(L.Callback):
+class AttentionMaps(AtEachValidation):
     """Log every layer's attention on a fixed probe text (IMAGES tab) at each validation end,
     and every ``every_n_steps`` training steps when set.
 
@@ -71,7 +91,7 @@ class AttentionMaps(L.Callback):
         if tokenizer is not None:
             self.ids = probe_ids(self.text, tokenizer, validation_ids(trainer), pl_module.model.cfg.context_length)
 
-    def log_maps(self, trainer: L.Trainer, pl_module, step: int) -> None:
+    def log_at(self, trainer: L.Trainer, pl_module, step: int) -> None:
         writers = tensorboard_writers(trainer)
         if not writers or self.ids is None or not trainer.is_global_zero:
             return
@@ -79,14 +99,6 @@ class AttentionMaps(L.Callback):
         for writer in writers:
             for tag, image in images.items():
                 writer.add_image(tag, image, step, dataformats="HWC")
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.log_maps(trainer, pl_module, logged_step(trainer))
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self.log_maps(trainer, pl_module, logged_step(trainer))
 
 
 class Samples(L.Callback):
