@@ -8,6 +8,7 @@ validation step, so the figures are the training run's ``val/*`` metrics. Config
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,25 @@ def text_ids(path: str, tokenizer: Tokenizer) -> np.ndarray:
     return tokenizer.encode(read_corpus(path).text, respell=True)
 
 
+@dataclass
+class TextToEvaluate:
+    """The token ids a tool measures the model on, and how to name them."""
+
+    name: str  # in file names: "val", or the text file's stem
+    source: str  # in error lines
+    shown: str  # in the printed line (relative to the working folder where it can be)
+    ids: np.ndarray
+
+
+def text_to_evaluate(path: str | None, run_dir: Path, tokenizer: Tokenizer) -> TextToEvaluate:
+    """The text at ``path`` (a file or folder of text), or with ``path`` None the validation split
+    of the run in ``run_dir``, rebuilt from its ``config.yaml``; as the checkpoint's ``tokenizer``'s ids."""
+    if path is None:
+        ids = run_validation_ids(run_dir, tokenizer, instead="pass data.path=<file or folder> to use another text")
+        return TextToEvaluate("val", f"{run_dir} validation split", f"{shown_path(run_dir)} validation split", ids)
+    return TextToEvaluate(Path(path).stem, path, path, text_ids(path, tokenizer))
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as ``cfg`` (conf/eval.yaml) says; print one line, save and return the figures."""
     tidy_output()
@@ -62,18 +82,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     batch_size = cfg.data.batch_size
     require_int(batch_size, "data.batch_size")
-    if cfg.data.path is None:
-        ids = run_validation_ids(run_dir, tokenizer, instead="pass data.path=<file or folder> to evaluate a text")
-        name, source = "val", f"{run_dir} validation split"
-        shown = f"{shown_path(run_dir)} validation split"
-    else:
-        name, source, ids = Path(str(cfg.data.path)).stem, str(cfg.data.path), text_ids(str(cfg.data.path), tokenizer)
-        shown = source
-    if len(ids) < T + 1:
+    text = text_to_evaluate(None if cfg.data.path is None else str(cfg.data.path), run_dir, tokenizer)
+    if len(text.ids) < T + 1:
         raise DataError(
-            f"{source} has {len(ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; use a longer text"
+            f"{text.source} has {len(text.ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; "
+            "use a longer text"
         )
-    windows = SequentialWindows(ids, T)
+    windows = SequentialWindows(text.ids, T)
     loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
 
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -85,16 +100,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "loss": float(metrics["val/loss"]),
         "ppl": float(metrics["val/ppl"]),
         "bpb": float(metrics["val/bpb"]),
-        "tokens": int(len(ids) - 1),  # predicted tokens: all but the first
+        "tokens": int(len(text.ids) - 1),  # predicted tokens: all but the first
         "windows": len(windows),
         "context_length": T,
         "checkpoint": str(ckpt),
-        "data": source,
+        "data": text.source,
     }
-    out = Path(cfg.out) if cfg.out is not None else run_dir / layout.EVAL_DIR / f"{ckpt.stem}-{name}.json"
+    out = Path(cfg.out) if cfg.out is not None else run_dir / layout.EVAL_DIR / f"{ckpt.stem}-{text.name}.json"
     atomic_write_json(out, result)
     print(
-        f"eval {ckpt.name} on {shown}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
+        f"eval {ckpt.name} on {text.shown}: loss {result['loss']:.4f}  ppl {result['ppl']:.2f}  "
         f"bpb {result['bpb']:.4f}  ({result['tokens']:,} tokens) -> {shown_path(out)}",
         flush=True,
     )
