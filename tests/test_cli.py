@@ -6,7 +6,15 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from attnlab.cli import FREE_TEXT_KEYS, check_overrides, hydra_quoted, keep_free_text, omegaconf_literal, prepare_argv
+from attnlab.cli import (
+    FREE_TEXT_KEYS,
+    TOOLS,
+    check_overrides,
+    hydra_quoted,
+    keep_free_text,
+    omegaconf_literal,
+    prepare_argv,
+)
 from attnlab.errors import ConfigError
 from tests.conftest import ROOT, run_tool, run_train
 
@@ -102,6 +110,6 @@ def test_the_command_line_prints_our_line_not_hydras(tmp_path):
     assert result.stderr.startswith("error: Hydra cannot read the override") and result.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
     listing = run_tool("--help", cwd=tmp_path)
-    assert listing.returncode == 0 and all(tool in listing.stdout for tool in ("generate", "eval", "export", "attend"))
+    assert listing.returncode == 0 and all(tool in listing.stdout for tool in TOOLS)
     unknown = run_tool("train", cwd=tmp_path)
     assert unknown.returncode == 2 and "python train.py" in unknown.stderr

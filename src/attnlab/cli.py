@@ -19,6 +19,7 @@
     attnlab eval     ckpt_path=<run>                     conf/eval.yaml
     attnlab export   ckpt_path=<run> out=<folder>        conf/export.yaml
     attnlab attend   ckpt_path=<run> text="..."          conf/attend.yaml
+    attnlab heads    ckpt_path=<run>                     conf/heads.yaml
     attnlab report   <sweep folder>                      (argparse)
 """
 
@@ -51,6 +52,7 @@ TOOLS = {
     "eval": ("eval", "attnlab.tools.eval", "loss, ppl and bpb of a trained model on its val split or any text"),
     "export": ("export", "attnlab.tools.export", "a trained model as safetensors + JSON (attnlab.load reads it)"),
     "attend": ("attend", "attnlab.tools.attend", "a trained model's attention maps for any text, as PNG files"),
+    "heads": ("heads", "attnlab.tools.head_report", "every head's attention scores and the loss increase without it"),
 }
 REPORT = ("report", "attnlab.sweeps.report", "rebuild a sweep folder's summary.csv, summary.md and summary.png")
 

@@ -12,6 +12,7 @@
       checkpoints/last.ckpt    the latest training state, to resume from
       eval/<ckpt>-<data>.json  figures written by ``attnlab eval``
       attention/<date>_<time>/ PNG maps written by a call of ``attnlab attend``
+      heads/                   the head report of ``attnlab heads`` (heads.json, .csv, .md, PNGs)
 
 conf/callbacks/default.yaml and conf/logger/ name the checkpoint and TensorBoard folders for
 Lightning; a test checks that they agree with the names here.
@@ -37,6 +38,7 @@ LAST = "last"
 LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/{LAST}.ckpt"  # relative to the run folder, as error lines show it
 EVAL_DIR = "eval"
 ATTENTION_DIR = "attention"
+HEADS_DIR = "heads"
 STAMP = "%Y-%m-%d_%H-%M-%S"  # <date>_<time> in the names above
 
 
