@@ -27,7 +27,8 @@ def test_windows_sit_at_the_same_evenly_spaced_offsets():
 
 def test_probe_of_the_seed_samples_short_split():
     probe = head_probe(np.arange(21), context_length=16, vocab_size=58, batch_size=8, in_context_windows=32, seed=0)
-    assert probe.text.shape == (6, 16) and probe.windows.shape == (5, 17)  # as many as 21 tokens hold
+    assert probe.text.shape == (6, 16)  # as many as 21 tokens hold
+    assert probe.spans.shape == (1, 16 + 1 + 14)  # one window pair, the split repeated to fill it
     assert probe.repeated.shape == (8, 16) and torch.equal(probe.repeated[:, :8], probe.repeated[:, 8:])
     assert int(probe.repeated.max()) < 58
     assert torch.equal(head_probe(np.arange(21), 16, 58, 8, 32, seed=0).repeated, probe.repeated)  # seeded

@@ -11,7 +11,10 @@ from attnlab.model import GPT, ModelConfig
 from attnlab.observe.heads import (
     SCORES,
     head_scores,
+    in_context_bands,
+    in_context_pairs,
     in_context_score,
+    in_context_shift,
     pattern_scores,
     position_losses,
     repeat_scores,
@@ -86,12 +89,22 @@ def test_scores_of_a_model_read_its_patterns_and_leave_it_as_it_was():
     }
 
 
-def test_in_context_score_is_late_loss_minus_early_loss():
-    assert in_context_score(torch.tensor([9.0, 5.0, 4.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 0.5])) == 0.5 - 5.0
+def test_in_context_compares_the_same_tokens_from_a_late_and_an_early_position():
+    early, late = in_context_bands(64)
+    assert (list(early), list(late)) == ([3, 4, 5, 6, 7, 8], [58, 59, 60, 61, 62, 63])
+    assert [list(b) for b in in_context_bands(8)] == [[1], [7]] and in_context_shift(64) == 55
+    spans = torch.arange(2 * (65 + 55)).view(2, 120)  # (N, T+1+d)
+    first, second = in_context_pairs(spans, 64)
+    assert first.shape == second.shape == (2, 65)
+    # the token first predicts at position p (target first[:, p+1]) second predicts at p - d
+    assert torch.equal(first[:, 1:][:, 58:64], second[:, 1:][:, 3:9])
+    late_better = torch.full((2, 64), 5.0)
+    late_better[:, 58:] = 3.0
+    assert in_context_score(late_better, torch.full((2, 64), 5.0)) == -2.0
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=40, context_length=T, d_model=16, num_heads=2, num_layers=1))
     losses = position_losses(model, torch.randint(0, 40, (4, T + 1)))
-    assert losses.shape == (T,) and torch.isfinite(losses).all()
+    assert losses.shape == (4, T) and torch.isfinite(losses).all()
 
 
 def test_score_images_are_one_grid_per_score():

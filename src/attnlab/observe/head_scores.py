@@ -35,7 +35,9 @@ from attnlab.model import GPT
 from attnlab.observe.head_maps import score_images
 from attnlab.observe.heads import (
     head_scores,
+    in_context_pairs,
     in_context_score,
+    in_context_shift,
     position_losses,
     repeated_random_tokens,
     scalar_tags,
@@ -52,7 +54,7 @@ class HeadProbe:
 
     text: torch.Tensor  # (B, T) validation windows
     repeated: torch.Tensor  # (B, 2R) random ids, each sequence repeated once
-    windows: torch.Tensor  # (W, T+1) validation windows for the per-position losses
+    spans: torch.Tensor  # (W, T+1+d) validation text, each span a pair of windows d tokens apart (in_context)
 
 
 def spread_windows(ids: np.ndarray, length: int, count: int) -> torch.Tensor:
@@ -60,6 +62,15 @@ def spread_windows(ids: np.ndarray, length: int, count: int) -> torch.Tensor:
     ``ids`` is too short to hold that many distinct ones): (count, length) int64."""
     offsets = np.unique(np.linspace(0, len(ids) - length, num=count).round().astype(np.int64))  # (count,)
     return torch.from_numpy(np.asarray(ids)[offsets[:, None] + np.arange(length)].astype(np.int64))
+
+
+def in_context_spans(ids: np.ndarray, context_length: int, count: int) -> torch.Tensor:
+    """``count`` spans of T+1+d ids spread over ``ids`` (:func:`attnlab.observe.heads.in_context_pairs`
+    cuts each into its two windows); a split shorter than one span is repeated to fill it."""
+    length = context_length + 1 + in_context_shift(context_length)
+    if len(ids) < length:
+        ids = np.resize(np.asarray(ids), length)  # the text again after its end: still real tokens
+    return spread_windows(ids, length, count)
 
 
 def head_probe(
@@ -70,7 +81,7 @@ def head_probe(
     return HeadProbe(
         text=spread_windows(val_ids, context_length, batch_size),
         repeated=repeated_random_tokens(vocab_size, context_length, batch_size, seed),
-        windows=spread_windows(val_ids, context_length + 1, in_context_windows),
+        spans=in_context_spans(val_ids, context_length, in_context_windows),
     )
 
 
@@ -79,9 +90,9 @@ def measure(model: GPT, probe: HeadProbe) -> tuple[dict[str, torch.Tensor], floa
     per-position losses of the windows, ``len(probe.text)`` windows per forward pass)."""
     device = next(model.parameters()).device
     scores = head_scores(model, probe.text.to(device), probe.repeated.to(device))
-    chunks = probe.windows.to(device).split(len(probe.text))  # each (<=B, T+1)
-    losses = sum(position_losses(model, chunk) * len(chunk) for chunk in chunks) / len(probe.windows)  # (T,)
-    return {name: value.float().cpu() for name, value in scores.items()}, in_context_score(losses)
+    first, second = in_context_pairs(probe.spans.to(device), probe.text.size(1))  # (W, T+1) each
+    losses = [torch.cat([position_losses(model, c) for c in w.split(len(probe.text))]) for w in (first, second)]
+    return {name: value.float().cpu() for name, value in scores.items()}, in_context_score(*losses)  # (W, T) each
 
 
 class HeadScores(AtEachValidation):

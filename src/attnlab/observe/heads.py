@@ -18,9 +18,14 @@ For each query i of the second copy (R <= i < 2R):
                                 that completes "A B ... A -> B" (Olsson et al. 2022)
     duplicate    p_{i, i-R}     the earlier copy of the current token itself
 
-One number per run: ``in_context`` = loss at a late position minus loss at an early one (T-1 and
-T/10, averaged over text windows): below 0 when later tokens, which see more context, are
-predicted better; it falls when induction heads form (Olsson et al. 2022).
+One number per run: ``in_context``, how much a long context helps, measured on the same tokens:
+each token is predicted once from a late position of a window (the last tenth, k = T/10
+positions) and once from an early one (k positions from T/20, at least 1), in a second window
+that starts d = late start - early start tokens later. ``in_context`` is the mean of (late loss -
+early loss): below 0 when a long context predicts better; it falls when induction heads form
+(Olsson et al. 2022 compare the 500th token with the 50th). Pairing the tokens removes the
+differences between the tokens that happen to sit at two positions, which over a few dozen
+windows are larger than the effect (about a nat at one position).
 """
 
 from __future__ import annotations
@@ -93,21 +98,43 @@ def head_scores(model: GPT, text: torch.Tensor, repeated: torch.Tensor) -> dict[
 
 @torch.no_grad()
 def position_losses(model: GPT, windows: torch.Tensor) -> torch.Tensor:
-    """Mean next-token loss at each position of ``windows`` (B, T+1) (inputs :T, targets 1:): (T,)."""
+    """Next-token loss at each position of ``windows`` (B, T+1) (inputs :T, targets 1:): (B, T)."""
     was_training = model.training
     model.eval()
     try:
         logits = model(windows[:, :-1]).float()  # (B, T, V)
     finally:
         model.train(was_training)
-    loss = F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none")  # (B, T)
-    return loss.mean(dim=0)  # (T,)
+    return F.cross_entropy(logits.transpose(1, 2), windows[:, 1:], reduction="none")  # (B, T)
 
 
-def in_context_score(losses: torch.Tensor) -> float:
-    """Loss at the last position minus loss at position T/10 (at least 1), from :func:`position_losses`."""
-    T = losses.numel()
-    return float(losses[-1] - losses[max(1, T // 10)])
+def in_context_bands(T: int) -> tuple[range, range]:
+    """``(early, late)``: the k = max(1, T/10) positions from max(1, T/20), and the last k."""
+    k = max(1, T // 10)
+    start = max(1, T // 20)
+    return range(start, start + k), range(T - k, T)
+
+
+def in_context_shift(T: int) -> int:
+    """d: how much later the second window of a pair starts (a token at late position p of the
+    first is at early position p - d of the second)."""
+    early, late = in_context_bands(T)
+    return late.start - early.start
+
+
+def in_context_pairs(spans: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window pairs of ``spans`` (N, T+1+d): ``(first, second)``, each (N, T+1)."""
+    d = in_context_shift(T)
+    return spans[:, : T + 1], spans[:, d : d + T + 1]
+
+
+def in_context_score(first_losses: torch.Tensor, second_losses: torch.Tensor) -> float:
+    """Mean over the paired tokens of (loss from the first window's late band - loss from the
+    second window's early band), from :func:`position_losses` of each (N, T)."""
+    early, late = in_context_bands(first_losses.size(1))
+    late_loss = first_losses[:, late.start : late.stop]  # (N, k)
+    early_loss = second_losses[:, early.start : early.stop]  # (N, k): the same tokens
+    return float((late_loss - early_loss).mean())
 
 
 def score_table(scores: dict[str, torch.Tensor]) -> list[dict[str, float | int]]:
