@@ -33,7 +33,7 @@ ABLATIONS = {  # the preset with one choice undone: (what changes, overrides)
     "vocabulary cap 8192 → whole corpus vocabulary (20,505)": ["data.tokenizer.max_vocab=null"],
 }
 # quiet, and nothing after the budget that does not change the figures
-QUIET = ["trainer.enable_progress_bar=false", "~callbacks.attention", "~callbacks.samples"]
+QUIET = ["trainer.enable_progress_bar=false", "~callbacks.attention", "~callbacks.samples", "~callbacks.heads"]
 # --quick: the seed sample and a tiny model for 2 s (a smoke test of the code path)
 QUICK = [
     "data=seed_sample",

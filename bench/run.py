@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attnlab.runs.atomic import atomic_write
-from bench import attention, budget, data, fresh, generation, gpu, train_step
+from bench import attention, budget, data, fresh, generation, gpu, head_scores, train_step
 from bench.common import ROOT, machine
 
 # section -> the function that measures it (each run in a fresh process)
@@ -29,6 +29,7 @@ SECTIONS = {
     "budget": "bench.budget:run",
     "generation": "bench.generation:run",
     "gpu": "bench.gpu:run",
+    "head_scores": "bench.head_scores:run",
 }
 # measured only when asked for (`--only ablation`, ~17 min): kept in results.json across later runs
 OPTIONAL = {"ablation": "bench.budget:run_ablation"}
@@ -58,13 +59,14 @@ def render(results: dict) -> str:
             "\n\n#### What each choice of `experiment=speedrun_cpu` buys (ablation, "
             '`make bench ARGS="--only ablation"`)\n\n' + budget.ablation_table(sections["ablation"])
         )
-    tables = [  # (heading, table): the six sections, in order
+    tables = [  # (heading, table): the sections, in order
         ("1. Training step: Lightning vs a hand-written loop", train_step.table(sections["train_step"])),
         ("2. Attention", attention.table(sections["attention"])),
         ("3. Data", data.table(sections["data"], step_ms)),
         ("4. Quality at a budget: 90 s of training", budget_text),
         ("5. Generation: KV cache vs recomputing the window", generation.table(sections["generation"])),
         ("6. GPU", gpu.table(sections["gpu"])),
+        ("7. Per-head scores at each validation (`callbacks.heads`)", head_scores.table(sections["head_scores"])),
     ]
     parts = [
         BEGIN,
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"generated": now, "quick": args.quick, "machine": machine(), "sections": {}}
     if set(args.only) != set(SECTIONS):
         earlier = json.loads(args.results.read_text()) if args.results.exists() else {"sections": {}}
-        if earlier.get("machine") != results["machine"] or not set(SECTIONS) <= set(earlier["sections"]):
+        kept = set(SECTIONS) - set(args.only)  # from there: a new section can be measured alone
+        if earlier.get("machine") != results["machine"] or not kept <= set(earlier["sections"]):
             parser.error(f"--only needs a complete {args.results} measured on this machine; run all sections")
         results["sections"] = earlier["sections"]
     elif not args.quick and args.results.exists():  # a full run keeps an earlier ablation of this machine

@@ -56,6 +56,7 @@ TIMING = [
     "callbacks.last_checkpoint.every_n_train_steps=0",
     "~callbacks.attention",
     "~callbacks.samples",
+    "~callbacks.heads",
 ]
 
 

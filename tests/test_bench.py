@@ -51,6 +51,9 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     assert all(r["steps"] > 0 and 0 < r["val_bpb"] < 10 for r in budget["rows"])  # each run trained, then validated
     (gpu_row,) = results["sections"]["gpu"]["rows"]  # no CUDA: the tiny CPU smoke run of the same code
     assert gpu_row["tokens_per_s"] > 0 and gpu_row["mfu"] is None
+    heads = results["sections"]["head_scores"]  # one callbacks.heads measurement against one validation pass
+    assert heads["validation_s"] > 0 and 0 < heads["scores_s"] < heads["callback_s"] and heads["images"] == 7
+    assert heads["share"] == pytest.approx(heads["callback_s"] / heads["validation_s"])  # one round: its ratio
 
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
@@ -64,7 +67,27 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     )
     assert "### 4. Quality at a budget" in text and "| experiment=speedrun_cpu |" in text
     assert "### 5. Generation" in text and "| 16 |" in text and "### 6. GPU" in text
+    assert "### 7. Per-head scores" in text and "| `heads`: all of it (with the images) |" in text
     assert "What each choice" not in text  # the ablation only when asked for
+
+
+def test_only_measures_the_sections_named_and_keeps_the_rest_from_this_machine(tmp_path, monkeypatch):
+    from bench.common import machine
+
+    results_path, doc = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    before = {name: {"wall_s": 1.0, "old": True} for name in bench_run.SECTIONS if name != "head_scores"}
+    results_path.write_text(json.dumps({"machine": machine(), "sections": before}))
+    monkeypatch.setattr(bench_run, "run_section", lambda name, quick: {"wall_s": 2.0, "new": True})
+    monkeypatch.setattr(bench_run, "render", lambda results: "tables")
+    bench_run.main(["--only", "head_scores", "--results", str(results_path), "--doc", str(doc)])
+    sections = json.loads(results_path.read_text())["sections"]
+    assert sections["head_scores"]["new"] and all(sections[name]["old"] for name in before)  # a new section alone
+
+    del before["gpu"]  # a section neither measured now nor kept from before: refused
+    results_path.write_text(json.dumps({"machine": machine(), "sections": before}))
+    with pytest.raises(SystemExit) as exit_:
+        bench_run.main(["--only", "head_scores", "--results", str(results_path), "--doc", str(doc)])
+    assert exit_.value.code == 2
 
 
 def test_ablation_table_reads_each_choice_against_the_preset():
