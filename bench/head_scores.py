@@ -110,8 +110,8 @@ def table(result: dict) -> str:
         f"`callbacks.heads` at one validation of the default config (d_model {r['d_model']}, {r['num_heads']} heads, "
         f"{r['num_layers']} layers, context {r['context_length']}, vocabulary {r['vocab_size']:,}, {r['precision']}), "
         f"untrained weights, median of {r['repeats']} rounds of the three, interleaved. Scores: the forward passes on {r['batch_size']} validation "
-        f"windows, {r['batch_size']} repeated random sequences and {r['in_context_windows']} windows for `in_context` "
-        f"({r['batch_size']} at a time); the callback: those, then the scalars and {r['images']} images drawn and "
+        f"windows, {r['batch_size']} repeated random sequences and {r['in_context_windows']} pairs of windows for "
+        f"`in_context` ({r['batch_size']} windows at a time); the callback: those, then the scalars and {r['images']} images drawn and "
         f"written to TensorBoard. Against the run's own validation pass ({r['val_tokens']:,} tokens, "
         f"{r['val_batches']} batches of {r['val_batch_size']}).",
         "",

@@ -7,7 +7,8 @@ change and nothing else:
 * ``batch_size`` windows of the validation split at evenly spaced offsets, and as many sequences
   of R = context_length // 2 random ids repeated once (seeded): the scores of
   :func:`attnlab.observe.heads.head_scores`;
-* ``in_context_windows`` windows of the split, also evenly spaced, run ``batch_size`` at a time:
+* ``in_context_windows`` spans of the split, also evenly spaced, each a pair of windows d tokens
+  apart (:func:`attnlab.observe.heads.in_context_pairs`), run ``batch_size`` windows at a time:
   ``heads/in_context`` (:func:`attnlab.observe.heads.in_context_score`).
 
 So one measurement costs a few forward passes of one small batch, whatever the split's size. The
