@@ -142,6 +142,11 @@ def check_command(command: str) -> None:
         if args[:2] == ["-m", "bench.doc_examples"]:  # rewrites the docs' example outputs from a run
             assert len(args) == 3 and re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", args[2]), command
             return
+        if args[:2] == ["-m", "bench.induction"]:  # the induction experiment: both runs and the figure
+            from bench.induction import argument_parser as induction_arguments
+
+            induction_arguments().parse_args(args[2:])
+            return
         assert args[:1] == ["train.py"] or args[:2] == ["-m", "bench.run"], f"{command}: python runs train.py"
         if args[0] == "train.py":
             check_hydra_command("config", args[1:])
@@ -220,3 +225,40 @@ def test_the_bare_python_and_attnlab_of_the_docs_work_after_the_readmes_activati
     assert result.returncode == 0, result.stderr
     assert "dry run: 1 job" in result.stdout and "all would start" in result.stdout
     assert "usage: attnlab <tool>" in result.stdout
+
+
+def python_blocks(path: Path) -> list[str]:
+    """The ```python blocks of a doc, in order."""
+    blocks, lines, inside = [], [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fence = FENCE.match(line)
+        if fence and not inside and fence.group(1) == "python":
+            inside, lines = True, []
+        elif fence and inside:
+            inside = False
+            blocks.append("\n".join(lines))
+        elif inside:
+            lines.append(line)
+    return blocks
+
+
+def test_the_python_examples_of_looking_inside_run(compose, monkeypatch):
+    """docs/inside.md's blocks, run in order in one namespace, on an untrained model of the
+    experiment=induction_heads shape in place of the run they load (the numbers in their comments
+    are that run's, and are not checked here)."""
+    import torch
+
+    import attnlab.runs.checkpoint
+    from attnlab.model import GPT
+
+    model, _ = split_runtime_options(OmegaConf.to_container(compose("experiment=induction_heads").model, resolve=True))
+    torch.manual_seed(0)
+    stand_in = GPT(ModelConfig.from_dict({**model, "vocab_size": 1002})).eval()
+    monkeypatch.setattr(attnlab.runs.checkpoint, "load_model", lambda path: (stand_in, None))
+    blocks = python_blocks(ROOT / "docs" / "inside.md")
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/inside.md", "exec"), namespace)
+    assert namespace["model"] is stand_in and set(namespace["scores"]) >= {"induction", "prev_token"}
+    assert namespace["scores"]["induction"].shape == (2, 4) and len(namespace["norms"]) == 2
