@@ -33,7 +33,8 @@ from attnlab.errors import CheckpointError, ConfigError
 from attnlab.runs import layout
 from attnlab.runs.layout import saved_run
 
-HOW_TO_RESUME = ("resume", "ckpt_path")  # the overrides that say where a launch resumes from
+CONTINUATION_KEYS = ("sweep_dir", "sweep_retry_failed")  # continue a sweep (attnlab.sweeps.continuation)
+HOW_TO_RESUME = ("resume", "ckpt_path", *CONTINUATION_KEYS)  # the overrides that say where a launch resumes from
 NOT_CARRIED = (*HOW_TO_RESUME, "hydra", "paths")  # overrides that say how to resume, not what
 
 
@@ -79,11 +80,16 @@ def run_dir(resume: Any, ckpt_path: Any, new_run_dir: str) -> str:
     return str(run.resolve()) if run is not None else new_run_dir
 
 
-def record_dir(resume: Any, ckpt_path: Any) -> str:
-    """``hydra.output_subdir``: ``.hydra``, or ``.hydra/resume-<time>`` so a resume keeps the original record."""
-    if _resumed_run(resume, ckpt_path) is None:
-        return layout.HYDRA_DIR
-    return layout.resume_record(datetime.now())
+def record_dir(resume: Any, ckpt_path: Any, output_dir: Any = None) -> str:
+    """``hydra.output_subdir``: ``.hydra``, or ``.hydra/resume-<time>`` so that a later launch in a
+    folder keeps the record of the first: a resume, or a sweep job run again in its folder
+    (``output_dir``, Hydra's job folder, holds a record already; Hydra reads this before writing)."""
+    earlier = (
+        output_dir not in (None, "") and (Path(str(output_dir)) / layout.HYDRA_DIR / layout.HYDRA_OVERRIDES).is_file()
+    )
+    if earlier or _resumed_run(resume, ckpt_path) is not None:
+        return layout.resume_record(datetime.now())
+    return layout.HYDRA_DIR
 
 
 # --------------------------------------------------------------------------------------------

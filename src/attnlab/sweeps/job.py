@@ -7,6 +7,11 @@ raise: a job that fails logs its one-line error (console and ``<job>/train.log``
 search, and the sweep goes on. When the multirun ends, :class:`attnlab.sweeps.multirun.SweepReport`
 writes the report (:mod:`attnlab.sweeps.report`) and exits with status 1 if any job failed.
 
+A sweep job whose folder holds an earlier attempt (a continued sweep, a requeued SLURM job) is
+skipped, resumed or started again as :mod:`attnlab.sweeps.continuation` decides. A preempted job
+(:class:`attnlab.training.preemption.Preempted`: its ``last.ckpt`` is saved) records
+``status: preempted``, logs the command that goes on, and the process exits with status 75.
+
 This module imports no torch or Lightning at import time: Hydra builds the callback for every
 command, ``--help`` included.
 """
@@ -26,6 +31,8 @@ from attnlab.errors import AttnlabError
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_json
 from attnlab.runs.resume import launch_overrides, run_overrides
+from attnlab.sweeps.continuation import continue_command, start_job
+from attnlab.system.console import shown_path
 from attnlab.system.distributed import separate_job
 
 log = logging.getLogger(__name__)
@@ -73,7 +80,7 @@ def record_job(
     """Write ``<output_dir>/metrics.json`` (atomically, rank zero only) and return what it holds."""
     launches = _launches(output_dir)
     record = {
-        "status": status,  # ok | failed
+        "status": status,  # ok | failed | preempted (its last.ckpt is saved)
         "overrides": run_overrides(launches),  # what sets the run's config: the original's, then each resume's
         "launches": launches,  # each launch's overrides as given, the original first
         "seconds": round(seconds, 3),  # the job's wall time, data preparation included
@@ -85,10 +92,26 @@ def record_job(
     return record
 
 
-def objective(metrics: dict[str, float]) -> float:
+def objective(metrics: dict[str, float | None]) -> float:
     """The value a sweeper minimises: the final val/bpb, +inf when there is none (or it is not finite)."""
-    value = metrics.get(OBJECTIVE, FAILED_OBJECTIVE)
-    return value if math.isfinite(value) else FAILED_OBJECTIVE
+    value = metrics.get(OBJECTIVE)
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else FAILED_OBJECTIVE
+
+
+def recorded_objective(record: dict[str, Any] | None) -> float:
+    """:func:`objective` of a job that ran before, from its ``metrics.json`` (+inf unless it finished)."""
+    if not record or record.get("status") != "ok":
+        return FAILED_OBJECTIVE
+    return objective(record.get("metrics") or {})
+
+
+def how_to_go_on(output_dir: Path, multirun: bool) -> str:
+    """The command that continues a stopped run (``resume=``) or its sweep (``sweep_dir=``)."""
+    if multirun:
+        from hydra.core.hydra_config import HydraConfig
+
+        return f"continue with: {continue_command(Path(HydraConfig.get().sweep.dir))}"
+    return f"resume with: python train.py resume={shown_path(output_dir)}"
 
 
 def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float:
@@ -98,11 +121,26 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
     exit status 2) and records nothing. A sweep job records and logs it and returns +inf, so the
     other jobs still run.
     """
+    from attnlab.training.preemption import PREEMPTED_EXIT_STATUS, Preempted  # training imports torch anyway
+
     output_dir = Path(cfg.paths.output_dir)
+    multirun = in_multirun()
+    if multirun:  # its folder may hold an earlier attempt: a continued sweep, a requeued SLURM job
+        start = start_job(cfg)
+        if start.how == "skip":
+            return recorded_objective(start.record)
     started = time.perf_counter()
     try:
         with separate_job():
             metrics = task(cfg)
+    except Preempted as stop:  # the checkpoint is saved: record it, say how to go on, exit "try again later"
+        record_job(output_dir, "preempted", time.perf_counter() - started, error=str(stop))
+        log.warning("%s; %s", stop, how_to_go_on(output_dir, multirun))
+        raise SystemExit(PREEMPTED_EXIT_STATUS) from None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning turns it into exit(1))
+        if multirun:
+            log.warning("sweep interrupted; %s", how_to_go_on(output_dir, multirun))
+        raise
     except Exception as err:
         message = str(err) if isinstance(err, AttnlabError) else f"{type(err).__name__}: {err}"
         if not in_multirun():  # one line and exit 2; nothing written (a refused resume keeps the run's record)

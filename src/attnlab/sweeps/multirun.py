@@ -1,4 +1,5 @@
-"""The Hydra callback of every multirun: check what would fail every job before it starts, write
+"""The Hydra callback of every multirun: check what would fail every job before it starts (and that
+a continued sweep is the same sweep, :mod:`attnlab.sweeps.continuation`), write
 the sweep's report when it ends (with the best trial so far of an Optuna study), and exit with
 status 1 if any job failed.
 
@@ -17,8 +18,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from attnlab.errors import ConfigError, user_errors
+from attnlab.sweeps.continuation import check_same_sweep, continue_command
+from attnlab.sweeps.plan import is_optuna
 from attnlab.sweeps.report import write_report
 from attnlab.sweeps.study import record_study, sqlite_file
+from attnlab.system.console import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,15 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with user_errors():
             check_launcher(config)
+            check_same_sweep(config)
             make_storage_folder(config)
             record_study(config)
+        if not is_optuna(config.hydra.sweeper):
+            log.info(
+                "sweep %s; if it stops early, continue with: %s",
+                shown_path(config.hydra.sweep.dir),
+                continue_command(Path(config.hydra.sweep.dir)),
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -22,7 +22,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
 from attnlab.errors import ConfigError
-from attnlab.sweeps.study import is_optuna
+
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna
+
+
+def is_optuna(sweeper: Any) -> bool:
+    """Whether ``hydra.sweeper`` (composed) is Optuna's."""
+    return str(sweeper.get("_target_", "")) == OPTUNA_SWEEPER
 
 
 @dataclass

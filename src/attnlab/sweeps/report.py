@@ -30,13 +30,13 @@ from attnlab.runs.layout import HYDRA_DIR, HYDRA_OVERRIDES, JOB_RECORD
 from attnlab.sweeps.job import OBJECTIVE
 from attnlab.sweeps.study import StudyBest, read_study
 
-STATUSES = ("ok", "failed", "unfinished")
+STATUSES = ("ok", "failed", "preempted", "unfinished")
 
 
 @dataclass
 class Job:
     name: str  # the job's folder name (Hydra's job number)
-    status: str  # ok | failed | unfinished
+    status: str  # ok | failed | preempted | unfinished
     overrides: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None

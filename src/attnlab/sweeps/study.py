@@ -32,17 +32,10 @@ from omegaconf import DictConfig
 from attnlab.errors import DataError
 from attnlab.runs.atomic import atomic_write_json
 from attnlab.sweeps.job import OBJECTIVE
+from attnlab.sweeps.plan import is_optuna
 
 STUDY_RECORD = "optuna_study.json"  # in a sweep folder: the study its trials were added to
 SQLITE = "sqlite:///"
-
-
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna
-
-
-def is_optuna(sweeper: Any) -> bool:
-    """Whether ``hydra.sweeper`` (composed) is Optuna's."""
-    return str(sweeper.get("_target_", "")) == OPTUNA_SWEEPER
 
 
 def sqlite_file(storage: str | None) -> Path | None:

@@ -32,6 +32,15 @@ from hydra.experimental.callback import Callback
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
+_rank_overrides: list[str] = []  # set by the job for its ranks (pass_to_ranks), cleared by separate_job
+
+
+def pass_to_ranks(*overrides: str) -> None:
+    """Add ``overrides`` to the command of this job's ranks > 0: rank 0 decided them after Hydra
+    started (a continued sweep job resumes: ``resume=<job>``), so the ranks' overrides lack them."""
+    _rank_overrides.extend(overrides)
+
+
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     """``(argv, cwd)`` for local rank ``local_rank`` of the current Hydra job."""
     from hydra.core.hydra_config import HydraConfig
@@ -48,7 +57,7 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     for source in hydra_cfg.runtime.config_sources:  # --config-dir given on the command line
         if source.provider == "command-line" and source.schema == "file":
             command += ["--config-dir", source.path]
-    command += list(hydra_cfg.overrides.task)
+    command += [*hydra_cfg.overrides.task, *_rank_overrides]
     command += [
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',  # this job's folder, also in a multirun
         f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
@@ -83,6 +92,7 @@ def separate_job() -> Iterator[None]:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        _rank_overrides.clear()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

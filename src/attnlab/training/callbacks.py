@@ -99,13 +99,13 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step, n = trainer.global_step, self.every_n_train_steps
         if n and step % n == 0 and step != self._saved_step:  # once per step, not per accumulated batch
-            self._save(trainer)
+            self.save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.sanity_checking:  # again if saved this step: it now holds the validation's results
-            self._save(trainer)
+            self.save(trainer)
 
-    def _save(self, trainer: L.Trainer) -> None:
+    def save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the whole training state
         self._saved_step = trainer.global_step
 
