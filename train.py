@@ -25,9 +25,10 @@ def train_job(cfg) -> float:
 
 def check_train_job(cfg, keys: list[str]) -> None:
     """What a run checks in its first second (the bootstrap runs it before Hydra writes anything)."""
-    from attnlab.training.task import checked_config
+    from attnlab.training.task import checked_config, claim_run_folder
 
-    checked_config(cfg, keys)
+    checked, resume_from, _ = checked_config(cfg, keys)
+    claim_run_folder(checked, resume_from)
 
 
 if __name__ == "__main__":

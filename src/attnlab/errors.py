@@ -29,6 +29,10 @@ class CheckpointError(AttnlabError):
     """A checkpoint that is missing, unreadable or not attnlab's."""
 
 
+class StorageError(AttnlabError):
+    """A write the filesystem refuses: no space, a quota or file-size limit, no permission, read-only."""
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn an :class:`AttnlabError` into one ``error: ...`` line on stderr and exit status 2.

@@ -72,9 +72,10 @@ def write_token_cache(path: Path, tokens: TokenizedCorpus) -> None:
     """Write atomically, with the token count and checksum that :func:`read_token_cache` checks.
 
     Two runs that build the same cache at once each write a whole file under a temporary name and
-    rename it into place; the last rename wins and both files hold the same ids.
+    rename it into place; the last rename wins and both files hold the same ids. A write the disk
+    refuses (full, read-only, ...) is one line naming the file and its size.
     """
-    with atomic_write(path) as f:
+    with atomic_write(path, needed=tokens.ids.nbytes + tokens.vocab.nbytes) as f:  # a full disk: one line
         np.savez(f, ids=tokens.ids, vocab=tokens.vocab, num_tokens=np.int64(len(tokens.ids)),
                  sha256=np.str_(tokens_digest(tokens.ids, tokens.vocab)))
 

@@ -1,2 +1,2 @@
 """A run's folder and what is in it: layout.py (the names, torch-free), atomic.py (crash-safe
-writes), checkpoint.py (reading and writing checkpoints), resume.py (resuming a run in its folder)."""
+writes), storage.py (a full disk or a read-only folder in one line), checkpoint.py (reading and writing checkpoints), resume.py (resuming a run in its folder)."""

@@ -5,6 +5,11 @@
 Windows: a reader, or a run that resumes after a ``kill -9``, sees the old file or the whole new
 one, never a mix. Every file attnlab writes goes this way: checkpoints, the token cache, a run's
 ``config.yaml`` and ``metrics.json``, eval results, sweep reports, exports and attention PNGs.
+(Not the run folder's ``.lock``, which is locked in place: :mod:`attnlab.runs.lock`.)
+
+A write the filesystem refuses (a full disk, a quota, a file-size limit, no permission, a
+read-only mount) raises a one-line :class:`~attnlab.errors.StorageError` naming the target
+(:mod:`attnlab.runs.storage`), and the previous file stays as it was.
 
 The file gets the mode ``open()`` would give it: ``0o666`` less the process umask at the time of
 the write (and the folder's default ACL, where it has one), whatever the writer does with its
@@ -21,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from attnlab.runs.storage import raise_if_refused
+
 
 def temp_prefix(path: Path) -> str:
     """Name prefix of the temporary files :func:`atomic_write` makes for ``path``."""
@@ -28,28 +35,34 @@ def temp_prefix(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, needed: int | None = None) -> Iterator[Path]:
     """``with atomic_path(p) as tmp: writer(tmp)``: for writers that take a file name. ``tmp`` is
     a new file beside ``p``; ``p`` appears whole when the block succeeds, and stays as it was
-    (the temporary file removed) when the block raises."""
+    (the temporary file removed) when the block raises. A write the filesystem refuses (full,
+    no permission, read-only) raises :class:`~attnlab.errors.StorageError`, one line that names
+    ``p`` and, for a full one, ``needed`` (the bytes it needs, where the caller knows them)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, mode = _new_temp(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp, mode = _new_temp(path)
         yield tmp
         os.chmod(tmp, mode)  # the writer may have put a file of its own mode in its place
         _fsync(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        _fsync(path.parent)  # and the rename itself survives a power cut
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp is not None and tmp.is_file() else 0
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise_if_refused(err, path, needed, written)
         raise
-    _fsync(path.parent)  # and the rename itself survives a power cut
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path, needed: int | None = None) -> Iterator[BinaryIO]:
     """``with atomic_write(p) as f: f.write(...)``: :func:`atomic_path` with the file open for writing."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, needed) as tmp, open(tmp, "wb") as f:
         yield f
 
 

@@ -20,10 +20,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from attnlab.data.tokenizer import Tokenizer, tokenizer_from_state
-from attnlab.errors import CheckpointError
+from attnlab.errors import CheckpointError, StorageError
 from attnlab.model import GPT, ModelConfig
 from attnlab.runs.atomic import atomic_write, remove_stale_temps
-from attnlab.runs.layout import find_checkpoint
+from attnlab.runs.layout import BEST, LAST, checkpoint_file, find_checkpoint
+from attnlab.runs.storage import byte_size, free_bytes
+from attnlab.system.console import shown_path
 
 
 def safe_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -54,7 +56,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O, made crash-safe and code-free.
 
     * save: ``torch.save`` into a temporary file beside the target, ``fsync``, ``os.replace``;
-      a temporary file left by a save that was killed is removed by the next save;
+      a temporary file left by a save that was killed is removed by the next save; a save the
+      filesystem refuses (full, read-only, ...) is one line naming the file and the bytes it needs;
     * load (``trainer.fit(ckpt_path=...)``): :func:`safe_load`, i.e. ``weights_only=True``
       whatever the caller asks, with the one-line :class:`CheckpointError` for bad files.
     """
@@ -62,7 +65,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_write(path) as f:
+        with atomic_write(path, needed=tensor_bytes(checkpoint)) as f:  # a full disk: one line, the old file whole
             torch.save(checkpoint, f)
         remove_stale_temps(path)
 
@@ -73,6 +76,40 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if not p.is_file():
             raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file that a run saved")
         return safe_load(p, map_location=map_location or "cpu")
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a checkpoint dict (nested dicts, lists and tuples): about what
+    its file needs."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+# A checkpoint of a model of N parameters: fp32 weights and AdamW's two moments (12 N bytes), and a
+# little for the rest (RNG states, the tokenizer, the pickle). While it saves, a temporary copy.
+CHECKPOINT_BYTES_PER_PARAMETER = 4 + 8
+CHECKPOINT_OVERHEAD = 1 << 20
+
+
+def check_room_for_checkpoints(run: Path, num_parameters: int) -> None:
+    """Before training: refuse in one line if the filesystem of ``run`` cannot hold its checkpoints,
+    ``best.ckpt``, ``last.ckpt`` and the temporary copy of one of them while it is saved, beyond
+    what the run's checkpoints already take (a resumed run replaces them)."""
+    each = num_parameters * CHECKPOINT_BYTES_PER_PARAMETER + CHECKPOINT_OVERHEAD
+    there = sum(p.stat().st_size for stem in (BEST, LAST) if (p := checkpoint_file(run, stem)).is_file())
+    needed, free = 3 * each - there, free_bytes(run)
+    if free < needed:
+        raise StorageError(
+            f"only {byte_size(free)} free on the filesystem of {shown_path(run)}, but its checkpoints need about "
+            f"{byte_size(needed)} more (best.ckpt, last.ckpt and a copy being saved, each ~{byte_size(each)}: "
+            f"{num_parameters:,} parameters x 12 bytes of fp32 weights and AdamW moments); free some space there, "
+            "or train in a folder on another filesystem (hydra.run.dir=<folder>)"
+        )
 
 
 # What the weights depend on. dropout and the attention implementation may change between a
