@@ -24,7 +24,8 @@ def train_job(cfg) -> float:
 
 
 def check_train_job(cfg, keys: list[str]) -> None:
-    """What a run checks in its first second (the bootstrap runs it before Hydra writes anything)."""
+    """What a run checks in its first second (the bootstrap runs it before Hydra writes anything);
+    a resumed run's folder stays locked from here on, so a second launch resuming it stops here."""
     from attnlab.training.task import checked_config, claim_run_folder
 
     checked, resume_from, _ = checked_config(cfg, keys)

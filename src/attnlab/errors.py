@@ -33,6 +33,10 @@ class StorageError(AttnlabError):
     """A write the filesystem refuses: no space, a quota or file-size limit, no permission, read-only."""
 
 
+class RunInUseError(AttnlabError):
+    """A run folder that another process is training in."""
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn an :class:`AttnlabError` into one ``error: ...`` line on stderr and exit status 2.

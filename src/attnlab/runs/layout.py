@@ -1,6 +1,7 @@
 """What a run folder holds, and where: the one place these names are spelled (no torch, no Lightning).
 
     <run>/
+      .lock                    held by the process training in the folder (attnlab.runs.lock)
       config.yaml              the resolved config; resume=<run> reads it back
       .hydra/                  Hydra's record of each launch (overrides.yaml: its overrides;
                                .hydra/resume-<date>_<time>/ for a resume)
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from attnlab.errors import CheckpointError
 
+LOCK_FILE = ".lock"  # one writer per run folder (attnlab.runs.lock)
 CONFIG_FILE = "config.yaml"
 HYDRA_DIR = ".hydra"
 HYDRA_OVERRIDES = "overrides.yaml"  # Hydra's record of a launch's command-line overrides

@@ -1,9 +1,9 @@
 """The training task: a composed Hydra config in, a trained model and its metrics out.
 
-Read as a recipe: resume? -> check the config -> data -> model -> room for the checkpoints? ->
-trainer with the callbacks and loggers of conf/ -> fit -> the final line. ``train.py`` at the
-repository root runs it as one job (:func:`attnlab.sweeps.job.run_job`) through
-:func:`attnlab.cli.run_hydra_app`.
+Read as a recipe: resume? -> check the config -> lock the run folder -> data -> model -> room for
+the checkpoints? -> trainer with the callbacks and loggers of conf/ -> fit -> the final line.
+``train.py`` at the repository root runs it as one job (:func:`attnlab.sweeps.job.run_job`)
+through :func:`attnlab.cli.run_hydra_app`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from attnlab.model import ModelConfig
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
 from attnlab.runs.checkpoint import SafeCheckpointIO, check_room_for_checkpoints, require_same_model, safe_load
+from attnlab.runs.lock import hold_run_folder, run_folder_lock
 from attnlab.runs.resume import resume_config
 from attnlab.runs.storage import check_writable, writes_into
 from attnlab.system.console import shown_path, tidy_output
@@ -109,9 +110,14 @@ def checked_config(cfg: DictConfig, keys: list[str] | None = None) -> tuple[Dict
 
 
 def claim_run_folder(cfg: DictConfig, resume_from: Path | None) -> None:
-    """The bootstrap's part before Hydra writes in the run folder (``python train.py``'s check): the
-    folder, or the one a new run's will be made in, writable."""
-    check_writable(Path(cfg.paths.output_dir))
+    """The bootstrap's part before Hydra writes in the run folder (``python train.py``'s check): a
+    resumed run's folder locked for the rest of the process, so a second launch that resumes it
+    stops here, having written nothing there (:mod:`attnlab.runs.lock`); and the folder, or the
+    one a new run's will be made in, writable."""
+    output_dir = Path(cfg.paths.output_dir)
+    if resume_from is not None and layout.saved_run(resume_from) is not None:
+        hold_run_folder(output_dir)
+    check_writable(output_dir)
 
 
 def save_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -125,32 +131,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tidy_output()
     cfg, resume_from, resumed_model = checked_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    check_writable(output_dir)
-    if cfg.get("system", {}).get("keep_freed_memory", False):
-        keep_freed_memory()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer = build_trainer(cfg, output_dir)
+    with run_folder_lock(output_dir):  # one writer per run folder, until this job ends (attnlab.runs.lock)
+        check_writable(output_dir)
+        if cfg.get("system", {}).get("keep_freed_memory", False):
+            keep_freed_memory()
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        trainer = build_trainer(cfg, output_dir)
 
-    datamodule = TextDataModule.from_config(cfg)
-    datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
-    module = LitGPT(
-        model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
-        optim=_container(cfg.optim),
-        tokenizer=datamodule.tokenizer,
-    )
-    if resume_from:
-        require_same_model(resume_from, resumed_model, module.hparams["model"])
-    if trainer.is_global_zero:
-        check_room_for_checkpoints(output_dir, module.model.num_parameters())
+        datamodule = TextDataModule.from_config(cfg)
+        datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
+        module = LitGPT(
+            model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
+            optim=_container(cfg.optim),
+            tokenizer=datamodule.tokenizer,
+        )
+        if resume_from:
+            require_same_model(resume_from, resumed_model, module.hparams["model"])
+        if trainer.is_global_zero:
+            check_room_for_checkpoints(output_dir, module.model.num_parameters())
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if trainer.is_global_zero:
-        save_config(cfg, output_dir)
-    log.info("run folder %s", output_dir)  # the model summary follows when fit starts (callbacks.run_record)
-    if resume_from:
-        log.info("resuming from %s", resume_from)
-    with writes_into(output_dir):  # TensorBoard's and Lightning's own writes: a full disk in one line too
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            save_config(cfg, output_dir)
+        log.info("run folder %s", output_dir)  # the model summary follows when fit starts (callbacks.run_record)
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        with writes_into(output_dir):  # TensorBoard's and Lightning's own writes: a full disk in one line too
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["model/num_parameters"] = module.model.num_parameters()
