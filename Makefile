@@ -46,5 +46,5 @@ clean:  ## remove the caches: data/cache (token ids), __pycache__, .pytest_cache
 	rm -rf data/cache .pytest_cache .ruff_cache
 	find src tests bench -type d -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean  ## remove all that make made: the caches, .venv and data/shakespeare/ (never outputs/ or exports/, your runs)
-	rm -rf $(VENV) src/attnlab.egg-info data/shakespeare
+distclean: clean  ## remove all that make made: the caches, .venv, data/shakespeare/ and data/repeats/ (never outputs/ or exports/, your runs)
+	rm -rf $(VENV) src/attnlab.egg-info data/shakespeare data/repeats

@@ -19,6 +19,7 @@ TREE = {
     ".venv/lib/python3/site-packages/torch/__pycache__/a.pyc": "clean",
     "src/attnlab.egg-info/PKG-INFO": "clean",
     "data/shakespeare/tragedies/hamlet.txt": "clean",
+    "data/repeats/repeats.txt": "clean",  # data=repeats, generated on first use
     "data/cache/532cf76fc51d8e99b9fb-cl100k_base.npz": "neither",
     "src/attnlab/__pycache__/gpt.cpython-312.pyc": "neither",
     "tests/__pycache__/test_gpt.cpython-312.pyc": "neither",

