@@ -394,6 +394,7 @@ def test_ddp_cpu_run_is_one_folder_with_exact_validation(tmp_path, compose):
     # one run folder, written by rank zero only: no rank-1 log, .hydra record or checkpoint copies
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".hydra",
+        ".lock",  # the run lock (attnlab.runs.lock), taken by rank zero only
         "checkpoints",
         "config.yaml",
         "metrics.json",
