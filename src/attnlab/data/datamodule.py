@@ -5,10 +5,11 @@ The seed notebooks' batching, made exact and reproducible:
 * every window is ``x = ids[i : i+T]``, ``y = ids[i+1 : i+T+1]`` (``y`` is ``x`` shifted by one);
 * training draws random offsets ``i``; batch ``k`` of rank ``r`` depends only on ``(seed, r, k)``,
   so a run is reproducible and can resume mid-stream;
-* validation walks fixed, non-overlapping windows over the whole val split. Every val token after
-  the first is predicted exactly once (the last, shorter window is padded with targets that the
-  loss ignores), so val figures are exact and comparable between runs. Under DDP each window goes
-  to exactly one process and the metric sums are added across processes.
+* validation walks fixed, non-overlapping windows over the val split, or over its first
+  ``data.val_tokens`` tokens when the split is longer (the same prefix every time). Every token
+  validated after the first is predicted exactly once (the last, shorter window is padded with
+  targets that the loss ignores), so val figures are exact and comparable between runs. Under DDP
+  each window goes to exactly one process and the metric sums are added across processes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class DataConfig:
     text_field: str = "text"  # the field of a .jsonl/.json record, the column of a .parquet, holding the text
     cache_dir: str = "data/cache"  # token ids, keyed by corpus content and tokenizer
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
+    val_tokens: int | None = 1_000_000  # validate on the split's first N tokens; None: the whole split
     num_workers: int = 0
     name: str | None = None  # shown in logs; default the file's stem or the corpus name
 
@@ -62,6 +64,7 @@ class DataConfig:
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < float(self.val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction!r}")
         self.val_fraction = float(self.val_fraction)
+        self._check_val_tokens()
         if not isinstance(self.text_field, str) or not self.text_field:
             raise ConfigError(
                 f"data.text_field must name the field that holds the text (e.g. text), got {self.text_field!r}"
@@ -87,6 +90,21 @@ class DataConfig:
                     f"data.tokenizer.max_vocab={self.max_vocab!r} leaves no room beside the 256 single-byte "
                     "fallback tokens; use an integer above 256 (e.g. 4096) or null"
                 )
+
+    def _check_val_tokens(self) -> None:
+        one_window = self.context_length + 1
+        if self.val_tokens is None:
+            return
+        if not is_int(self.val_tokens):
+            raise ConfigError(
+                f"data.val_tokens must be a number of tokens (an integer >= {one_window}) or null for the whole "
+                f"val split, got {self.val_tokens!r}"
+            )
+        if self.val_tokens < one_window:
+            raise ConfigError(
+                f"data.val_tokens={self.val_tokens} is shorter than one window of data.context_length+1 = "
+                f"{one_window} tokens; use an integer >= {one_window}, or null for the whole val split"
+            )
 
     @property
     def corpus_vocab(self) -> bool:
@@ -161,8 +179,13 @@ class TextDataModule(L.LightningDataModule):
                 f"at least data.context_length+1 = {need}; use more text, a smaller data.context_length "
                 f"or another data.val_fraction"
             )
-        self.train_ids, self.val_ids = ids[: n - n_val], ids[n - n_val :]
+        self.train_ids = ids[: n - n_val]  # (N - n_val,)
+        # What validation walks, and what the tools rebuild (attnlab eval, attend): the val split's
+        # first data.val_tokens tokens, all of a shorter split; the rest of the split is held out.
+        self.val_ids = ids[n - n_val :][: self.cfg.val_tokens]  # (min(n_val, val_tokens),)
         log.info("data %s: %d train / %d val tokens, vocabulary %d", self.name, n - n_val, n_val, self.vocab_size)
+        if len(self.val_ids) < n_val:
+            log.info("validating on the first %d of %d val tokens (data.val_tokens)", len(self.val_ids), n_val)
 
     @property
     def name(self) -> str:
@@ -214,7 +237,7 @@ class TextDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        dataset = SequentialWindows(self.val_ids, self.cfg.context_length)
+        dataset = SequentialWindows(self.val_ids, self.cfg.context_length)  # capped (setup) before sharding
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size,
@@ -234,7 +257,7 @@ class TextDataModule(L.LightningDataModule):
         if len(dataset) < trainer.world_size:
             raise DataError(
                 f"the validation split has {len(dataset)} windows of data.context_length={self.cfg.context_length}, fewer "
-                f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or fewer devices"
+                f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or data.val_tokens, or fewer devices"
             )
         return UnrepeatedDistributedSampler(
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
