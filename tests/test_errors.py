@@ -22,7 +22,7 @@ def inputs(tmp_path, seed_text):
     """Bad corpora and checkpoints under tmp_path/in (the run writes to tmp_path/run)."""
     d = tmp_path / "in"
     (d / "no_txt").mkdir(parents=True)
-    (d / "no_txt" / "notes.md").write_text("not a .txt file", encoding="utf-8")
+    (d / "no_txt" / "notes.csv").write_text("not a text format attnlab reads", encoding="utf-8")
     (d / "empty.txt").write_text("", encoding="utf-8")
     (d / "blank.txt").write_text(" \n\t\n", encoding="utf-8")
     (d / "latin1.txt").write_bytes("Ophélie, à Élseneur".encode("latin-1"))
@@ -79,7 +79,10 @@ CASES = [
         [f"data.path={IN}/missing.txt"],
         f"data.path '{IN}/missing.txt' does not exist; point data.path at a text file or a folder of .txt files",
     ),
-    ([f"data.path={IN}/no_txt"], f"folder '{IN}/no_txt' has no .txt files; add some or point data.path at a text file"),
+    (
+        [f"data.path={IN}/no_txt"],
+        f"folder '{IN}/no_txt' has no .txt, .md, .jsonl, .json or .parquet files (each also .gz); add some or point data.path at a text file",
+    ),
     (
         [f"data.path={IN}/empty.txt"],
         f"'{IN}/empty.txt' holds no text (empty or whitespace only); point data.path at a non-empty text",

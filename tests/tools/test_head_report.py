@@ -142,3 +142,11 @@ def test_attnlab_heads_writes_into_the_run_and_says_where(tmp_path):
         bad = run_tool("heads", *args, cwd=tmp_path)
         assert bad.returncode == 2 and bad.stdout == "", bad.stderr
         assert bad.stderr.count("\n") == 1 and bad.stderr.startswith(line), bad.stderr
+
+
+def test_records_of_json_lines_are_measured_by_their_text_field(run, tmp_path, seed_text):
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"id": 1, "body": seed_text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    from_records = heads(run, f"data.path={records}", "data.text_field=body", f"out_dir={tmp_path / 'jsonl'}")
+    from_text = heads(run, f"data.path={SEED_SAMPLE}", f"out_dir={tmp_path / 'txt'}")
+    assert from_records["tokens"] == from_text["tokens"] and from_records["base_loss"] == from_text["base_loss"]

@@ -43,9 +43,10 @@ def trained_precision(run_dir: Path, accelerator: str) -> str:
     return best_precision(accelerator)
 
 
-def text_ids(path: str, tokenizer: Tokenizer) -> np.ndarray:
-    """The ids of a file or folder of text under the checkpoint's tokenizer (respelled where needed)."""
-    return tokenizer.encode(read_corpus(path).text, respell=True)
+def text_ids(path: str, tokenizer: Tokenizer, text_field: str = "text") -> np.ndarray:
+    """The ids of a file or folder of text (any format ``data.path`` reads; records' ``text_field``)
+    under the checkpoint's tokenizer (respelled where needed)."""
+    return tokenizer.encode(read_corpus(path, text_field=text_field).text, respell=True)
 
 
 @dataclass
@@ -58,13 +59,15 @@ class TextToEvaluate:
     ids: np.ndarray
 
 
-def text_to_evaluate(path: str | None, run_dir: Path, tokenizer: Tokenizer) -> TextToEvaluate:
-    """The text at ``path`` (a file or folder of text), or with ``path`` None the validation split
-    of the run in ``run_dir``, rebuilt from its ``config.yaml``; as the checkpoint's ``tokenizer``'s ids."""
+def text_to_evaluate(data: Any, run_dir: Path, tokenizer: Tokenizer) -> TextToEvaluate:
+    """The text at ``data.path`` (a file or folder, records' ``data.text_field``), or with
+    ``data.path`` null the validation split of the run in ``run_dir``, rebuilt from its
+    ``config.yaml``; as the checkpoint's ``tokenizer``'s ids."""
+    path = None if data.get("path") is None else str(data.path)
     if path is None:
         ids = run_validation_ids(run_dir, tokenizer, instead="pass data.path=<file or folder> to use another text")
         return TextToEvaluate("val", f"{run_dir} validation split", f"{shown_path(run_dir)} validation split", ids)
-    return TextToEvaluate(Path(path).stem, path, path, text_ids(path, tokenizer))
+    return TextToEvaluate(Path(path).stem, path, path, text_ids(path, tokenizer, str(data.get("text_field", "text"))))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     batch_size = cfg.data.batch_size
     require_int(batch_size, "data.batch_size")
-    text = text_to_evaluate(None if cfg.data.path is None else str(cfg.data.path), run_dir, tokenizer)
+    text = text_to_evaluate(cfg.data, run_dir, tokenizer)
     if len(text.ids) < T + 1:
         raise DataError(
             f"{text.source} has {len(text.ids)} tokens; evaluation needs at least context_length+1 = {T + 1}; "

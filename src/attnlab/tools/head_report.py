@@ -76,7 +76,7 @@ def head_report(cfg: DictConfig) -> dict[str, Any]:
             f"tokens={cfg.tokens} is less than one window of the model's context_length={T}; pass tokens={T} or more"
         )
     model, tokenizer = model_from_checkpoint(checkpoint)
-    text = text_to_evaluate(None if cfg.data.path is None else str(cfg.data.path), run_dir, tokenizer)
+    text = text_to_evaluate(cfg.data, run_dir, tokenizer)
     if len(text.ids) < T + 1:
         raise DataError(
             f"{text.source} has {len(text.ids)} tokens; the head report needs at least context_length+1 = {T + 1}; "
