@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attnlab.runs.atomic import atomic_write
-from bench import attention, budget, data, fresh, generation, gpu, head_scores, train_step
+from bench import attention, budget, data, fresh, generation, gpu, head_scores, hook_points, train_step
 from bench.common import ROOT, machine
 
 # section -> the function that measures it (each run in a fresh process)
@@ -30,6 +30,7 @@ SECTIONS = {
     "generation": "bench.generation:run",
     "gpu": "bench.gpu:run",
     "head_scores": "bench.head_scores:run",
+    "hook_points": "bench.hook_points:run",
 }
 # measured only when asked for (`--only ablation`, ~17 min): kept in results.json across later runs
 OPTIONAL = {"ablation": "bench.budget:run_ablation"}
@@ -67,6 +68,7 @@ def render(results: dict) -> str:
         ("5. Generation: KV cache vs recomputing the window", generation.table(sections["generation"])),
         ("6. GPU", gpu.table(sections["gpu"])),
         ("7. Per-head scores at each validation (`callbacks.heads`)", head_scores.table(sections["head_scores"])),
+        ("8. Hook points in a training step", hook_points.table(sections["hook_points"])),
     ]
     parts = [
         BEGIN,
