@@ -36,7 +36,7 @@ lint: $(STAMP)  ## ruff: lint and format check (ruff format . fixes the format)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU, head scores -> docs/benchmarks.md, bench/results.json
+bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU, head scores, hook points -> docs/benchmarks.md, bench/results.json
 	$(PY) -m bench.run $(ARGS)
 
 tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)
