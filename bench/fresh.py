@@ -40,10 +40,14 @@ def call(target: str, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
         return json.loads(out.read_text())
 
 
-def main(target: str, kwargs: str, out: str) -> None:
+def call_here(target: str, **kwargs: Any) -> Any:
+    """``module:function(**kwargs)`` in this process, its result as JSON would give it back."""
     module, function = target.split(":")
-    result = getattr(importlib.import_module(module), function)(**json.loads(kwargs))
-    Path(out).write_text(json.dumps(result))
+    return json.loads(json.dumps(getattr(importlib.import_module(module), function)(**kwargs)))
+
+
+def main(target: str, kwargs: str, out: str) -> None:
+    Path(out).write_text(json.dumps(call_here(target, **json.loads(kwargs))))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ the hand-written sections around them are kept).
 
 Each section runs in a fresh Python process so that one's settings (the training section's malloc
 tuning, the attention section's exact memory accounting) do not leak into another's figures.
-``--quick`` runs one repeat of tiny shapes on the seed sample: a smoke test of the code paths, not
+``--quick`` runs one repeat of tiny shapes on the seed sample, every section in this process: a smoke test of the code paths, not
 a measurement (it writes where ``--results`` / ``--doc`` say, never over the real files by default).
 """
 
@@ -40,8 +40,11 @@ DATA_OF_SHAPE = {"nanogpt_cpu_char": "char", "attnlab_default": "cl100k corpus v
 
 
 def run_section(name: str, quick: bool) -> dict:
+    """One section's results: measured in a fresh process (:mod:`bench.fresh`); ``--quick`` runs it
+    in this one, a smoke test of its code path whose figures mean nothing (25 s less for the test)."""
     started = time.perf_counter()
-    result = fresh.call({**SECTIONS, **OPTIONAL}[name], quick=quick)
+    target = {**SECTIONS, **OPTIONAL}[name]
+    result = fresh.call_here(target, quick=quick) if quick else fresh.call(target, quick=quick)
     result["wall_s"] = time.perf_counter() - started
     return result
 
