@@ -3,6 +3,7 @@
 import copy
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from attnlab.observe.heads import SCORES
 from attnlab.runs.checkpoint import load_model
 from attnlab.tools.eval import text_ids
 from attnlab.tools.head_report import COLUMNS, head_report
-from tests.conftest import ROOT, SEED_SAMPLE, run_tool, run_train
+from tests.conftest import ROOT, SEED_SAMPLE, run_tool
 from tests.tools.test_tools import compose
 from tests.training.test_train_e2e import FAST
 
@@ -122,9 +123,8 @@ def test_bad_input_is_one_line(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_attnlab_heads_writes_into_the_run_and_says_where(tmp_path):
-    result = run_train(*FAST, f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_attnlab_heads_writes_into_the_run_and_says_where(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")  # a copy of the trained run: the tool writes into it
     done = run_tool("heads", "ckpt_path=run", "top=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     printed = done.stdout.strip().splitlines()
@@ -133,11 +133,10 @@ def test_attnlab_heads_writes_into_the_run_and_says_where(tmp_path):
         f"run/heads/{name}.png" for name in (*ABLATION_SCORES, *SCORES)
     ]
     assert all((tmp_path / path).is_file() for path in printed[4:])
-    assert "16 tokens in 1 window of 16; 2 heads ablated 2 ways, 5 passes" in done.stderr
-    for args, line in [
+    assert "16 tokens in 1 window of 16; 8 heads ablated 2 ways, 17 passes" in done.stderr
+    for args, line in [  # (an unknown key's line: the bootstrap every tool shares, tests/test_preflight.py)
         (["ckpt_path=run", "tokens=4"], "error: tokens=4 is less than one window of the model's context_length=16"),
         (["ckpt_path=gone"], "error: checkpoint gone does not exist; pass a run folder or a .ckpt file"),
-        (["ckpt_path=run", "token=4"], "error: "),
     ]:
         bad = run_tool("heads", *args, cwd=tmp_path)
         assert bad.returncode == 2 and bad.stdout == "", bad.stderr
