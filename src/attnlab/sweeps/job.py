@@ -119,7 +119,8 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
 
     A single run re-raises a failure (the entry point turns an AttnlabError into one line and
     exit status 2) and records nothing. A sweep job records and logs it and returns +inf, so the
-    other jobs still run.
+    other jobs still run. A sweep job that finished before is not run again (its recorded
+    objective); a preempted run or job records ``preempted`` and exits with status 75.
     """
     from attnlab.training.preemption import PREEMPTED_EXIT_STATUS, Preempted  # training imports torch anyway
 
@@ -143,7 +144,7 @@ def run_job(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
         raise
     except Exception as err:
         message = str(err) if isinstance(err, AttnlabError) else f"{type(err).__name__}: {err}"
-        if not in_multirun():  # one line and exit 2; nothing written (a refused resume keeps the run's record)
+        if not multirun:  # one line and exit 2; nothing written (a refused resume keeps the run's record)
             raise
         record_job(
             output_dir, "failed", time.perf_counter() - started, error=message.splitlines()[0] if message else ""
