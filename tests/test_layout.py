@@ -83,6 +83,16 @@ def test_the_model_needs_neither_lightning_nor_hydra():
     assert result.stdout.strip() == "[]"
 
 
+def test_reading_a_checkpoint_and_generating_need_no_lightning():
+    # attnlab generate starts in ~1 s instead of ~4.5: Lightning (and its torchmetrics) stays unloaded
+    code = (
+        "import sys, attnlab.runs.checkpoint, attnlab.tools.generate; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', 'torchmetrics'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_run_folder_names_of_conf_are_those_of_the_layout(compose, tmp_path):
     from attnlab.runs import layout
 

@@ -16,10 +16,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import attnlab.runs.resume
 from attnlab.errors import CheckpointError, ConfigError
-from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load
+from attnlab.runs.checkpoint import safe_load
 from attnlab.runs.resume import resume_config, run_overrides
 from attnlab.training.callbacks import TrainingDiverged
 from attnlab.training.lit_gpt import LitGPT
+from attnlab.training.safe_io import SafeCheckpointIO
 from attnlab.training.task import train
 from tests.conftest import ROOT, CodeRunningPickle, run_train
 

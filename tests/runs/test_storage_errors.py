@@ -25,10 +25,11 @@ import attnlab.runs.storage
 from attnlab.data.token_cache import TokenizedCorpus, write_token_cache
 from attnlab.errors import StorageError
 from attnlab.preflight import preflight
-from attnlab.runs.checkpoint import SafeCheckpointIO, safe_load, tensor_bytes
+from attnlab.runs.checkpoint import safe_load, tensor_bytes
 from attnlab.runs.storage import byte_size
 from attnlab.sweeps.job import record_job
 from attnlab.system.console import shown_path
+from attnlab.training.safe_io import SafeCheckpointIO
 from attnlab.training.task import save_config, train
 from tests.conftest import ROOT
 from train import check_train_job

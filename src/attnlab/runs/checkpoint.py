@@ -4,25 +4,23 @@ A checkpoint is Lightning's dict: ``state_dict`` (the LitGPT's tensors, model un
 ``hyper_parameters`` (``model`` and ``optim`` dicts), ``tokenizer`` (attnlab's tokenizer state)
 and the trainer's own state. It is read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, so opening a checkpoint never runs code stored in it. That holds for every
-reader: :func:`read_checkpoint` (the tools: attend, generate, eval, export) and :class:`SafeCheckpointIO`,
-through which Lightning saves checkpoints and loads the one a run resumes from. It also writes
-atomically (:mod:`attnlab.runs.atomic`): a kill during a save leaves the previous file intact.
+reader: :func:`read_checkpoint` (the tools: attend, generate, eval, export) and
+:class:`attnlab.training.safe_io.SafeCheckpointIO`, through which Lightning saves checkpoints
+(atomically: a kill during a save leaves the previous file intact) and loads the one a run resumes
+from. No Lightning here, so the tools that only read a checkpoint start without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from attnlab.data.tokenizer import Tokenizer, tokenizer_from_state
 from attnlab.errors import CheckpointError, StorageError
 from attnlab.model import GPT, ModelConfig
-from attnlab.runs.atomic import atomic_write, remove_stale_temps
 from attnlab.runs.layout import BEST, LAST, checkpoint_file, find_checkpoint
 from attnlab.runs.storage import byte_size, free_bytes
 from attnlab.system.console import shown_path
@@ -50,32 +48,6 @@ def safe_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict (from a file or a run folder), loaded on CPU without executing anything."""
     return safe_load(find_checkpoint(path))
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, made crash-safe and code-free.
-
-    * save: ``torch.save`` into a temporary file beside the target, ``fsync``, ``os.replace``;
-      a temporary file left by a save that was killed is removed by the next save; a save the
-      filesystem refuses (full, read-only, ...) is one line naming the file and the bytes it needs;
-    * load (``trainer.fit(ckpt_path=...)``): :func:`safe_load`, i.e. ``weights_only=True``
-      whatever the caller asks, with the one-line :class:`CheckpointError` for bad files.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_write(path, needed=tensor_bytes(checkpoint)) as f:  # a full disk: one line, the old file whole
-            torch.save(checkpoint, f)
-        remove_stale_temps(path)
-
-    def load_checkpoint(
-        self, path: str | Path, map_location: Callable | Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        p = Path(path)
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file that a run saved")
-        return safe_load(p, map_location=map_location or "cpu")
 
 
 def tensor_bytes(obj: Any) -> int:

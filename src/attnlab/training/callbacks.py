@@ -85,7 +85,7 @@ class LastCheckpoint(Checkpoint):
 
     Written every ``every_n_train_steps`` optimizer steps (0: not on that account) and after every
     validation, so a crash costs at most that many steps. (Lightning's ModelCheckpoint saves on
-    one of these triggers, not both.) The write is atomic (:class:`attnlab.runs.checkpoint.SafeCheckpointIO`).
+    one of these triggers, not both.) The write is atomic (:class:`attnlab.training.safe_io.SafeCheckpointIO`).
     """
 
     def __init__(self, dirpath: str, filename: str = "last", every_n_train_steps: int = 0):

@@ -27,7 +27,7 @@ from attnlab.errors import ConfigError
 from attnlab.model import ModelConfig
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
-from attnlab.runs.checkpoint import SafeCheckpointIO, check_room_for_checkpoints, require_same_model, safe_load
+from attnlab.runs.checkpoint import check_room_for_checkpoints, require_same_model, safe_load
 from attnlab.runs.lock import hold_run_folder, run_folder_lock
 from attnlab.runs.resume import resume_config
 from attnlab.runs.storage import check_writable, writes_into
@@ -37,6 +37,7 @@ from attnlab.system.hardware import check_devices
 from attnlab.system.memory import keep_freed_memory
 from attnlab.training.lit_gpt import LitGPT, split_runtime_options
 from attnlab.training.optim import OptimConfig
+from attnlab.training.safe_io import SafeCheckpointIO
 
 log = logging.getLogger(__name__)
 
