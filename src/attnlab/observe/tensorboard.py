@@ -1,5 +1,6 @@
-"""The TensorBoard callbacks of every run (conf/callbacks/default.yaml): attention maps (IMAGES),
-samples (TEXT), tokens/s (SCALARS), and the run record (model summary, HPARAMS).
+"""The TensorBoard side of every run: its logger (conf/logger/tensorboard.yaml) and callbacks
+(conf/callbacks/default.yaml): attention maps (IMAGES), samples (TEXT), tokens/s (SCALARS), and the
+run record (model summary, HPARAMS).
 
 They write to every TensorBoard logger of the trainer (other loggers get the scalars only). Images
 and text are filed under the same step as the validation scalars, so the IMAGES and TEXT tabs line
@@ -30,6 +31,15 @@ from attnlab.runs.atomic import atomic_write_text
 from attnlab.training.callbacks import reached_max_steps
 
 log = logging.getLogger(__name__)
+
+class TensorBoard(TensorBoardLogger):
+    """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every write
+    (a count of passes over the data that says nothing the step axis does not). Callbacks read
+    ``trainer.callback_metrics``, which keeps everything logged, so checkpoint monitors are
+    unaffected."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
 
 def tensorboard_writers(trainer: L.Trainer) -> list:
