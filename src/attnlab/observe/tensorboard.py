@@ -1,6 +1,6 @@
 """The TensorBoard side of every run: its logger (conf/logger/tensorboard.yaml) and callbacks
 (conf/callbacks/default.yaml): attention maps (IMAGES), samples (TEXT), tokens/s (SCALARS), and the
-run record (model summary, HPARAMS).
+run record (model summary, HPARAMS, the CUSTOM SCALARS layout).
 
 They write to every TensorBoard logger of the trainer (other loggers get the scalars only). Images
 and text are filed under the same step as the validation scalars, so the IMAGES and TEXT tabs line
@@ -11,6 +11,7 @@ step ``n - 1``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -32,6 +33,18 @@ from attnlab.training.callbacks import reached_max_steps
 
 log = logging.getLogger(__name__)
 
+# The CUSTOM SCALARS tab: {category: {chart: tags}}, one chart a line per tag
+CHARTS = {
+    "run": {
+        "loss (train and val)": ["train/loss", "val/loss"],
+        "val/bpb (bits per byte)": ["val/bpb"],
+        "lr": ["lr"],
+        "train/grad_norm (before clipping)": ["train/grad_norm"],
+        "train/tokens_per_sec": ["train/tokens_per_sec"],
+    }
+}
+
+
 class TensorBoard(TensorBoardLogger):
     """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every write
     (a count of passes over the data that says nothing the step axis does not). Callbacks read
@@ -40,6 +53,15 @@ class TensorBoard(TensorBoardLogger):
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+def custom_scalars_layout(charts: dict[str, dict[str, list[str]]] = CHARTS) -> dict:
+    """``charts`` as ``SummaryWriter.add_custom_scalars`` takes them: each tag as the regular
+    expression that matches it alone (the plugin matches tags by regex)."""
+    return {
+        category: {title: ["Multiline", [re.escape(tag) + "$" for tag in tags]] for title, tags in group.items()}
+        for category, group in charts.items()
+    }
 
 
 def tensorboard_writers(trainer: L.Trainer) -> list:
@@ -188,7 +210,7 @@ class Throughput(L.Callback):
 class RunRecord(L.Callback):
     """At fit start (rank zero): print the model summary and save it as ``<run>/model_summary.txt``;
     record the run's hyperparameters (from its ``config.yaml``, which the train task saves before
-    fitting) for the HPARAMS tab."""
+    fitting) for the HPARAMS tab, and the CUSTOM SCALARS layout (:data:`CHARTS`)."""
 
     def __init__(self, output_dir: str | Path):
         self.output_dir = Path(output_dir)
@@ -202,3 +224,5 @@ class RunRecord(L.Callback):
         config = layout.config_file(self.output_dir)
         hparams = flat_hparams(OmegaConf.load(config)) if config.is_file() else {}
         log_hparams(trainer, hparams, pl_module.model.num_parameters())
+        for writer in tensorboard_writers(trainer):
+            writer.add_custom_scalars(custom_scalars_layout())
