@@ -103,7 +103,7 @@ def test_flat_hparams_are_tensorboard_values():
     )
     assert flat_hparams(cfg) == {
         "model.d_model": 64,
-        "model.bias": True,
+        "model.bias": "true",
         "optim.betas": "[0.9, 0.95]",
         "data.path": "None",
         "seed": 3,

@@ -7,9 +7,13 @@ import re
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
+from tensorboard.plugins.hparams.api_pb2 import DataType
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from attnlab.observe.hparams import run_hparams
 from attnlab.observe.tensorboard import CHARTS
 from tests.conftest import ROOT
 
@@ -61,3 +65,42 @@ def test_no_epoch_scalar_and_checkpoints_still_monitor_val_loss(tiny_run):
     scalars = events.Tags()["scalars"]
     assert "epoch" not in scalars and "val/loss" in scalars
     assert (run / "checkpoints" / "best.ckpt").is_file()  # ModelCheckpoint(monitor="val/loss") still saves
+
+
+def test_hparams_columns_are_the_command_line_then_the_experiments_shape(tiny_run):
+    _, events = tiny_run
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert [h.name for h in experiment.hparam_infos if h.differs] == ["debug", "optim.lr", "model.bias"]
+    assert {"model.d_model", "model.num_heads", "model.num_layers", "data.context_length", "data.batch_size"} <= set(
+        infos
+    )
+    assert {"data.tokenizer.kind", "seed"} <= set(infos) and "trainer.max_steps" not in infos
+    # TensorBoard's order (differs first, then by name) and the HPARAMS table's first five shown
+    shown = sorted(infos.values(), key=lambda h: (not h.differs, h.name))[:5]
+    assert [h.name for h in shown] == ["debug", "model.bias", "optim.lr", "data.batch_size", "data.context_length"]
+    assert infos["model.bias"].type == DataType.DATA_TYPE_STRING
+    assert all(h.type != DataType.DATA_TYPE_BOOL for h in experiment.hparam_infos)
+
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    assert start["model.bias"].string_value == "false" and start["model.mlp"].string_value == "true"  # not 0.0/1.0
+    assert start["optim.betas"].string_value == "[0.9, 0.95]" and start["debug"].string_value == "tiny"
+    assert start["optim.lr"].number_value == 0.003 and start["model.num_layers"].number_value == 1
+
+
+def test_run_hparams_columns_from_each_kind_of_override():
+    cfg = OmegaConf.create(
+        {"model": {"d_model": 64, "num_layers": 2}, "data": {"path": "x", "cache_dir": "c"}, "seed": 1, "resume": None}
+    )
+    overrides = ["model.num_layers=2", "data=seed_sample", "debug=tiny", "data.cache_dir=/c", "resume=/r"]
+    hparams, columns = run_hparams(cfg, [*overrides, "hydra.run.dir=/y", "~callbacks.heads", "paths.root=/p"])
+    assert columns == [
+        ("model.num_layers", True),
+        ("data", True),
+        ("debug", True),
+        ("model.d_model", False),
+        ("seed", False),
+    ]
+    assert hparams["data"] == "seed_sample" and hparams["debug"] == "tiny"
+    assert not {"resume", "data.cache_dir", "paths.root", "hydra.run.dir", "callbacks.heads"} & set(hparams)

@@ -23,12 +23,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
 from attnlab.observe.attention_maps import attention_images
-from attnlab.observe.hparams import flat_hparams, log_hparams
+from attnlab.observe.hparams import log_hparams, run_hparams
 from attnlab.observe.probe import default_probe, probe_ids
 from attnlab.observe.samples import sample_markdown
 from attnlab.observe.summary import model_summary
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
+from attnlab.runs.resume import launch_overrides, run_overrides
 from attnlab.training.callbacks import reached_max_steps
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,8 @@ class Throughput(L.Callback):
 class RunRecord(L.Callback):
     """At fit start (rank zero): print the model summary and save it as ``<run>/model_summary.txt``;
     record the run's hyperparameters (from its ``config.yaml``, which the train task saves before
-    fitting) for the HPARAMS tab, and the CUSTOM SCALARS layout (:data:`CHARTS`)."""
+    fitting, and Hydra's record of its command lines) for the HPARAMS tab, and the CUSTOM SCALARS
+    layout (:data:`CHARTS`)."""
 
     def __init__(self, output_dir: str | Path):
         self.output_dir = Path(output_dir)
@@ -222,7 +224,8 @@ class RunRecord(L.Callback):
         log.info("model summary\n%s", summary)
         atomic_write_text(self.output_dir / layout.MODEL_SUMMARY, summary + "\n")
         config = layout.config_file(self.output_dir)
-        hparams = flat_hparams(OmegaConf.load(config)) if config.is_file() else {}
-        log_hparams(trainer, hparams, pl_module.model.num_parameters())
+        overrides = run_overrides(launch_overrides(self.output_dir))
+        hparams, columns = run_hparams(OmegaConf.load(config), overrides) if config.is_file() else ({}, [])
+        log_hparams(trainer, hparams, columns, pl_module.model.num_parameters())
         for writer in tensorboard_writers(trainer):
             writer.add_custom_scalars(custom_scalars_layout())
