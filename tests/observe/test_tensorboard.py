@@ -9,11 +9,13 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugin_util import markdown_to_safe_html
 from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.api_pb2 import DataType
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from attnlab.observe.hparams import run_hparams
+from attnlab.observe.samples import continuation_markdown
 from attnlab.observe.tensorboard import CHARTS
 from tests.conftest import ROOT
 
@@ -104,3 +106,23 @@ def test_run_hparams_columns_from_each_kind_of_override():
     ]
     assert hparams["data"] == "seed_sample" and hparams["debug"] == "tiny"
     assert not {"resume", "data.cache_dir", "paths.root", "hydra.run.dir", "callbacks.heads"} & set(hparams)
+
+
+def test_samples_have_the_prompt_in_bold(tiny_run):
+    _, events = tiny_run
+    samples = events.Tensors("samples/text_summary")
+    assert [e.step for e in samples] == [3, 5]
+    text = samples[-1].tensor_proto.string_val[0].decode()
+    assert text.startswith("**greedy**\n\n**") and "**sampled (temperature 0.8" in text
+    assert markdown_to_safe_html(text).count("<strong>") >= 4  # two headings, and the prompt of each sample
+
+
+def test_sample_markdown_shows_the_text_as_typed():
+    markdown = continuation_markdown("First *Citizen*:\n# Be", "fore  we <b>go</b> | x_1\n\n- 2. on\\")
+    html = markdown_to_safe_html(markdown)
+    assert html == (
+        "<p><strong>First *Citizen*:</strong><br>\n"
+        "<strong># Be</strong>fore&nbsp; we &lt;b&gt;go&lt;/b&gt; | x_1<br>\n"
+        "&nbsp;<br>\n"
+        "- 2. on\\</p>"
+    )
