@@ -1,4 +1,5 @@
-"""The model's hyperparameters: :class:`ModelConfig`, checked when it is built (pure Python, no torch).
+"""The models' hyperparameters: :class:`ModelConfig` (the GPT), :class:`TransformerConfig` (the
+encoder–decoder), checked when they are built (pure Python, no torch).
 
 Shapes elsewhere use B = batch, T = sequence length, C = d_model, nh = num_heads,
 hs = C // nh (head size), V = vocab size.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnlab.checks import from_dict, is_int, require_bool, require_choice
+from attnlab.checks import from_dict, is_int, require_bool, require_choice, require_int
 from attnlab.errors import ConfigError
 
 ATTENTION_IMPLS = ("explicit", "sdpa")
@@ -67,4 +68,78 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
+        return from_dict(cls, values, "model")
+
+
+@dataclass
+class TransformerConfig:
+    """The encoder–decoder's hyperparameters (attnlab.model.transformer); the options it shares
+    with the GPT mean the same, and are checked by the same code (:meth:`stack`)."""
+
+    src_vocab_size: int  # rows of the source embedding table
+    tgt_vocab_size: int  # rows of the target embedding table and the output layer
+    src_context_length: int = 64  # S: longest source sequence
+    tgt_context_length: int = 64  # T: longest target sequence
+    d_model: int = 128  # C: width of every token's vector
+    num_heads: int = 4  # nh: C is split into nh heads of hs = C // nh
+    num_encoder_layers: int = 3  # encoder blocks
+    num_decoder_layers: int = 3  # decoder blocks
+    dropout: float = 0.0  # attention-weight, residual and embedding dropout
+    attention: str = "sdpa"  # "explicit" | "sdpa", as ModelConfig.attention
+    positional: str = "sinusoidal"  # "sinusoidal" (the paper's) | "learned" | "rope" (self-attention only)
+    ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * C
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    qk_norm: bool = False  # RMSNorm each head's queries and keys before the dot product
+    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2"
+    norm_first: bool = True  # pre-norm x + f(norm(x)); false: the paper's post-norm norm(x + f(x))
+    tie_embeddings: bool = True  # the output layer reuses the target embedding matrix
+    share_embeddings: bool = False  # one embedding table for source and target (equal vocab sizes)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "src_vocab_size",
+            "tgt_vocab_size",
+            "src_context_length",
+            "tgt_context_length",
+            "num_encoder_layers",
+            "num_decoder_layers",
+        ):
+            require_int(getattr(self, name), f"model.{name}")
+        for name in ("norm_first", "share_embeddings"):
+            require_bool(getattr(self, name), f"model.{name}")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(
+                f"model.share_embeddings=true needs one vocabulary, but model.src_vocab_size={self.src_vocab_size} "
+                f"and model.tgt_vocab_size={self.tgt_vocab_size}; set share_embeddings=false or one tokenizer for both"
+            )
+        self.stack("decoder")  # the shared options: ModelConfig's checks, its one-line errors
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+    def stack(self, which: str) -> ModelConfig:
+        """The options of the ``"encoder"``'s or the ``"decoder"``'s layers, as the ModelConfig that
+        attention, norms, feed-forward and KV cache are built from (vocab_size: the target's)."""
+        encoder = which == "encoder"
+        return ModelConfig(
+            vocab_size=self.tgt_vocab_size,
+            context_length=self.src_context_length if encoder else self.tgt_context_length,
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            num_layers=self.num_encoder_layers if encoder else self.num_decoder_layers,
+            dropout=self.dropout,
+            attention=self.attention,
+            positional=self.positional,
+            ffn_mult=self.ffn_mult,
+            bias=self.bias,
+            norm=self.norm,
+            qk_norm=self.qk_norm,
+            activation=self.activation,
+            tie_embeddings=self.tie_embeddings,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TransformerConfig:
         return from_dict(cls, values, "model")
