@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -14,9 +16,11 @@ from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.api_pb2 import DataType
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from attnlab.errors import ConfigError
+from attnlab.observe.attention_maps import _draw, token_key
 from attnlab.observe.hparams import run_hparams
 from attnlab.observe.samples import continuation_markdown
-from attnlab.observe.tensorboard import CHARTS
+from attnlab.observe.tensorboard import CHARTS, AttentionMaps
 from tests.conftest import ROOT
 
 OVERRIDES = ["debug=tiny", "optim.lr=0.003", "model.bias=false"]  # as Hydra records a command line
@@ -126,3 +130,43 @@ def test_sample_markdown_shows_the_text_as_typed():
         "&nbsp;<br>\n"
         "- 2. on\\</p>"
     )
+
+
+def test_token_key_lists_every_position_in_lines_that_fit():
+    labels = [f"t{i}" for i in range(40)]
+    lines = token_key(labels, width=30)
+    assert all(len(line) <= 30 for line in lines) and lines[0].startswith("0: t0   1: t1")
+    entries = [e for line in lines for e in line.split("   ")]
+    assert entries == [f"{i}: t{i}" for i in range(40)]
+    assert token_key(["a-very-long-token"], width=5) == ["0: a-very-long-token"]
+
+
+def test_maps_beyond_32_tokens_carry_a_key_and_name_their_scale():
+    T = 40
+    weights = np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None]  # (T, T) uniform causal rows
+    plain = _draw([("mean", weights)], None, "t", None)
+    keyed = _draw([("mean", weights)], None, "t", None, key=[f"tok{i}" for i in range(T)])
+    assert keyed.shape[1] == plain.shape[1] and keyed.shape[0] > plain.shape[0]  # the key, below the map
+    sqrt = _draw([("mean", weights)], None, "t", None, scale="sqrt")
+    assert sqrt.shape == plain.shape and not np.array_equal(sqrt, plain)
+    with pytest.raises(ValueError, match="scale='log'"):
+        _draw([("mean", weights)], None, "t", None, scale="log")
+    with pytest.raises(ConfigError, match=r"^callbacks.attention.scale=log: set it to one of linear, sqrt"):
+        AttentionMaps(scale="log")
+
+
+def test_attention_images_switch_to_a_key_past_32_tokens(monkeypatch):
+    from attnlab.data.tokenizer import TiktokenTokenizer
+    from attnlab.model import GPT, ModelConfig
+    from attnlab.observe import attention_maps
+
+    tok = TiktokenTokenizer()
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=48, d_model=16, num_heads=2, num_layers=1))
+    drawn = []
+    monkeypatch.setattr(
+        attention_maps, "_draw", lambda panels, labels, title, note, key, scale: drawn.append((labels, key))
+    )
+    attention_maps.attention_images(model, tok, torch.arange(33))
+    attention_maps.attention_images(model, tok, torch.arange(32))
+    (labels33, key33), _, (labels32, key32), _ = drawn  # the heads grid and the mean of each call
+    assert labels33 is None and len(key33) == 33 and len(labels32) == 32 and key32 is None

@@ -3,8 +3,11 @@
 For every layer, :func:`attention_images` draws one image with a grid of all heads and one image of
 the mean over heads. Rows are queries (the token doing the looking), columns are keys (the tokens
 looked at); cells above the diagonal are the masked future and are left empty (white). Every
-image shares one colour scale, 0 to 1 with a square-root ramp so small weights stay visible, so
-images from different steps and layers compare directly.
+image shares one colour scale, 0 to 1, so images from different steps and layers compare
+directly: linear by default, or ``scale="sqrt"`` (``callbacks.attention.scale=sqrt``), a
+square-root ramp that keeps small weights visible; the colour bar names the scale. Up to
+:data:`MAX_LABELLED_TOKENS` tokens the axes are labelled with the tokens; beyond, with their
+positions, and a key below the maps lists ``position: token``.
 
 The weights come from the model's ``explicit`` attention path (the seed's math, which can return
 them) on the trained parameters, whatever path training uses.
@@ -24,7 +27,8 @@ from attnlab.model import GPT
 from attnlab.observe.probe import probe_attention
 from attnlab.runs.atomic import atomic_write
 
-MAX_LABELLED_TOKENS = 32  # token labels on the axes up to this many tokens; beyond, positions only
+MAX_LABELLED_TOKENS = 32  # token labels on the axes up to this many tokens; beyond, positions and a key
+SCALES = ("linear", "sqrt")  # the colour ramp of the weights, 0 to 1
 _BASE_FONT = "DejaVu Sans"  # matplotlib's own font: Latin, Greek, Cyrillic, arrows, no CJK
 
 
@@ -86,13 +90,37 @@ def token_labels(tokenizer: Tokenizer, ids: list[int]) -> tuple[list[str], str |
     return labels, note
 
 
+def token_key(labels: list[str], width: int) -> list[str]:
+    """The key of a map whose axes show positions: ``"0: To   1: ·be   ..."`` in lines of at most
+    ``width`` characters (a longer single entry gets a line of its own)."""
+    lines, line = [], ""
+    for i, label in enumerate(labels):
+        entry = f"{i}: {label}"
+        if line and len(line) + 3 + len(entry) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line}   {entry}" if line else entry
+    return lines + ([line] if line else [])
+
+
 # --------------------------------------------------------------------------------------------
 # Drawing
 # --------------------------------------------------------------------------------------------
 
+_KEY_LINE = 0.15  # inches per line of the token key (7 pt)
+_KEY_CHAR = 0.06  # inches per character of the key, about (DejaVu Sans at 7 pt)
 
-def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title: str, note: str | None) -> np.ndarray:
-    """Heatmaps (T, T) in a grid, one colour bar; returns the image as (H, W, 3) uint8.
+
+def _draw(
+    panels: list[tuple[str, np.ndarray]],
+    labels: list[str] | None,
+    title: str,
+    note: str | None,
+    key: list[str] | None = None,
+    scale: str = "linear",
+) -> np.ndarray:
+    """Heatmaps (T, T) in a grid, one colour bar; ``labels`` on the axes, or positions there and
+    ``key`` (the tokens) below the maps. Returns the image as (H, W, 3) uint8.
 
     The layout is computed in inches here (no automatic layout engine: it would cost more than
     the drawing), so images of one run have the same size at every step.
@@ -110,11 +138,16 @@ def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title:
     top, gap, bar = 0.3, 0.2, 1.0  # panel title, space between panels, colour bar and its label
     head = 0.5 + (0.2 if note else 0.0)  # figure title
     cell_w, cell_h = left + side + gap, top + side + bottom
-    width, height = cols * cell_w + bar, rows * cell_h + head
+    width = cols * cell_w + bar
+    key_lines = token_key(key, int((width - 0.3) / _KEY_CHAR)) if key else []
+    foot = (len(key_lines) * _KEY_LINE + 0.2) if key_lines else 0.0  # the key, below the maps
+    height = rows * cell_h + head + foot
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     cmap = colormaps["viridis"].with_extremes(bad="white")  # masked cells: visibly empty
-    norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}: one of {', '.join(SCALES)}")
+    norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0) if scale == "sqrt" else colors.Normalize(0.0, 1.0)
     future = np.triu(np.ones((T, T), dtype=bool), k=1)  # above the diagonal: keys after the query
     image = None
     for n, (name, weights) in enumerate(panels):
@@ -130,30 +163,37 @@ def _draw(panels: list[tuple[str, np.ndarray]], labels: list[str] | None, title:
             ax.set_yticks(range(T), labels, fontsize=7, fontfamily=list(families))
         else:
             ax.tick_params(labelsize=7)
-        ax.set_xlabel("key", fontsize=8)
-        ax.set_ylabel("query", fontsize=8)
-    bar_h = min(height - head - 0.6, 3.0)
+        ax.set_xlabel("key" if labels or not key else "key (position)", fontsize=8)
+        ax.set_ylabel("query" if labels or not key else "query (position)", fontsize=8)
+    bar_h = min(height - head - foot - 0.6, 3.0)
     bar_ax = fig.add_axes(
         ((width - bar + 0.15) / width, (height - head - 0.3 - bar_h) / height, 0.18 / width, bar_h / height)
     )
-    fig.colorbar(image, cax=bar_ax, label="attention weight")
+    fig.colorbar(image, cax=bar_ax, label=f"attention weight, {scale} scale")
+    for n, line in enumerate(key_lines):
+        y = (foot - 0.1 - (n + 1) * _KEY_LINE) / height
+        fig.text(0.15 / width, y, line, fontsize=7, fontfamily=list(families), va="bottom")
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10, y=1 - 0.08 / height, va="top")
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
 
 
-def attention_images(model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, caption: str = "") -> dict[str, np.ndarray]:
-    """``{"attention/layer_{i}": heads grid, "attention/layer_{i}_mean": head mean}`` as (H, W, 3) uint8."""
+def attention_images(
+    model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, caption: str = "", scale: str = "linear"
+) -> dict[str, np.ndarray]:
+    """``{"attention/layer_{i}": heads grid, "attention/layer_{i}_mean": head mean}`` as (H, W, 3)
+    uint8, on a ``scale`` (:data:`SCALES`) colour ramp."""
     weights = probe_attention(model, ids)  # num_layers x (nh, T, T)
     T = ids.numel()
-    labels, note = token_labels(tokenizer, ids.tolist()) if T <= MAX_LABELLED_TOKENS else (None, None)
+    labels, note = token_labels(tokenizer, ids.tolist())
+    labels, key = (labels, None) if T <= MAX_LABELLED_TOKENS else (None, labels)  # beyond: positions and a key
     suffix = f" — {caption}" if caption else ""
     images = {}
     for i, w in enumerate(weights):
         heads = [(f"head {h}", w[h].numpy()) for h in range(w.size(0))]
-        images[f"attention/layer_{i}"] = _draw(heads, labels, f"layer {i}: every head{suffix}", note)
+        images[f"attention/layer_{i}"] = _draw(heads, labels, f"layer {i}: every head{suffix}", note, key, scale)
         mean = [("mean over heads", w.mean(dim=0).numpy())]  # (T, T)
-        images[f"attention/layer_{i}_mean"] = _draw(mean, labels, f"layer {i}: mean{suffix}", note)
+        images[f"attention/layer_{i}_mean"] = _draw(mean, labels, f"layer {i}: mean{suffix}", note, key, scale)
     return images
 
 
@@ -167,8 +207,8 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 
 def write_attention_pngs(
-    model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, out_dir: Path, caption: str = ""
+    model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, out_dir: Path, caption: str = "", scale: str = "linear"
 ) -> list[Path]:
     """Render every layer's maps for ``ids`` (T,) into ``out_dir/layer_{i}.png`` and ``layer_{i}_mean.png``."""
-    images = attention_images(model, tokenizer, ids, caption)
+    images = attention_images(model, tokenizer, ids, caption, scale)
     return [save_png(image, out_dir / f"{tag.removeprefix('attention/')}.png") for tag, image in images.items()]

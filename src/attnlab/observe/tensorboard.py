@@ -22,7 +22,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
-from attnlab.observe.attention_maps import attention_images
+from attnlab.errors import ConfigError
+from attnlab.observe.attention_maps import SCALES, attention_images
 from attnlab.observe.hparams import log_hparams, run_hparams
 from attnlab.observe.probe import default_probe, probe_ids
 from attnlab.observe.samples import sample_markdown
@@ -114,9 +115,12 @@ class AttentionMaps(AtEachValidation):
     keeps its own path and pays nothing between logs.
     """
 
-    def __init__(self, text: str | None = None, every_n_steps: int | None = None):
+    def __init__(self, text: str | None = None, every_n_steps: int | None = None, scale: str = "linear"):
+        if scale not in SCALES:
+            raise ConfigError(f"callbacks.attention.scale={scale}: set it to one of {', '.join(SCALES)}")
         self.text = text
         self.every_n_steps = every_n_steps
+        self.scale = scale
         self.ids: torch.Tensor | None = None
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
@@ -128,7 +132,9 @@ class AttentionMaps(AtEachValidation):
         writers = tensorboard_writers(trainer)
         if not writers or self.ids is None or not trainer.is_global_zero:
             return
-        images = attention_images(pl_module.model, pl_module.tokenizer, self.ids, caption=f"step {step}")
+        images = attention_images(
+            pl_module.model, pl_module.tokenizer, self.ids, caption=f"step {step}", scale=self.scale
+        )
         for writer in writers:
             for tag, image in images.items():
                 writer.add_image(tag, image, step, dataformats="HWC")
