@@ -112,9 +112,10 @@ def test_run_hparams_columns_from_each_kind_of_override():
     assert not {"resume", "data.cache_dir", "paths.root", "hydra.run.dir", "callbacks.heads"} & set(hparams)
 
 
-def test_samples_have_the_prompt_in_bold(tiny_run):
+def test_samples_are_filed_as_samples_with_the_prompt_in_bold(tiny_run):
     _, events = tiny_run
-    samples = events.Tensors("samples/text_summary")
+    assert "samples" in events.Tags()["tensors"] and "samples/text_summary" not in events.Tags()["tensors"]
+    samples = events.Tensors("samples")
     assert [e.step for e in samples] == [3, 5]
     text = samples[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("**greedy**\n\n**") and "**sampled (temperature 0.8" in text

@@ -98,7 +98,7 @@ def test_attention_maps_samples_and_hparams_reach_tensorboard(trained_run):
             png = Image.open(io.BytesIO(e.encoded_image_string))
             assert png.format == "PNG" and png.size == (e.width, e.height) and min(png.size) > 200
 
-    samples = events.Tensors("samples/text_summary")
+    samples = events.Tensors("samples")
     assert [e.step for e in samples] == [3, 5]
     text = samples[-1].tensor_proto.string_val[0].decode()
     assert "**greedy**" in text and "**sampled (temperature 0.8" in text

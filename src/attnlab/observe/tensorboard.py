@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
+from torch.utils.tensorboard.summary import text as text_summary
 
 from attnlab.errors import ConfigError
 from attnlab.observe.attention_maps import SCALES, attention_images
@@ -69,6 +70,14 @@ def custom_scalars_layout(charts: dict[str, dict[str, list[str]]] = CHARTS) -> d
 def tensorboard_writers(trainer: L.Trainer) -> list:
     """The SummaryWriters of the trainer's TensorBoard loggers (rank zero only has them)."""
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def add_text(writer, tag: str, markdown: str, step: int) -> None:
+    """Markdown for the TEXT tab under exactly ``tag`` (``SummaryWriter.add_text`` appends
+    ``/text_summary`` to it)."""
+    summary = text_summary(tag, markdown)
+    summary.value[0].tag = tag
+    writer._get_file_writer().add_summary(summary, step)
 
 
 def logged_step(trainer: L.Trainer) -> int:
@@ -179,7 +188,7 @@ class Samples(L.Callback):
             pl_module.model, pl_module.tokenizer, self.ids, self.max_new_tokens, self.temperature, self.top_k, self.seed
         )
         for writer in writers:
-            writer.add_text("samples", text, logged_step(trainer))
+            add_text(writer, "samples", text, logged_step(trainer))
 
 
 # --------------------------------------------------------------------------------------------
