@@ -4,15 +4,16 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger
 
+from attnlab.observe.tensorboard import TensorBoard
 from attnlab.training.callbacks import LastCheckpoint
 from attnlab.training.task import validate_config
 from tests.conftest import run_train
 
 
 @pytest.mark.parametrize("data", ["shakespeare", "seed_sample"])
-@pytest.mark.parametrize("logger, logger_cls", [("tensorboard", TensorBoardLogger), ("csv", CSVLogger)])
+@pytest.mark.parametrize("logger, logger_cls", [("tensorboard", TensorBoard), ("csv", CSVLogger)])
 def test_groups_compose_and_instantiate(compose, data, logger, logger_cls):
     cfg = compose(f"data={data}", f"logger={logger}")
     validate_config(cfg)
