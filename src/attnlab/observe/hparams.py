@@ -14,6 +14,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from attnlab.runs.resume import key_of
+
 HPARAM_METRICS = ("val/loss", "val/bpb", "val/ppl", "model/num_parameters", "train/tokens_per_sec")
 DEFINING = (  # what defines an experiment: the model's shape, its data, its optimiser, its seed
     "model.d_model",
@@ -63,7 +65,7 @@ def command_line_hparams(overrides: list[str]) -> dict[str, str]:
 
     out = {}
     for o in OverridesParser.create().parse_overrides(list(overrides)):
-        key = o.package if o.package else o.key_or_group.replace("/", ".")
+        key = key_of(o)
         if key.split(".")[0] != "hydra" and not o.is_delete():
             out[key] = o.get_value_element_as_str()
     return out

@@ -97,13 +97,17 @@ def record_dir(resume: Any, ckpt_path: Any, output_dir: Any = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def key_of_each(overrides: list[str]) -> list[str]:
-    """The config key each override sets, one per override: ``seed=7`` sets ``seed``, ``~logger``
+def key_of(override: Any) -> str:
+    """The config key a parsed Hydra override sets: ``seed=7`` sets ``seed``, ``~logger``
     ``logger``, ``model/x=y`` ``model.x``."""
+    return override.package if override.package else override.key_or_group.replace("/", ".")
+
+
+def key_of_each(overrides: list[str]) -> list[str]:
+    """The config key each override sets (:func:`key_of`), one per override."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.package if o.package else o.key_or_group.replace("/", ".") for o in parsed]
+    return [key_of(o) for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
 def override_keys(overrides: list[str]) -> list[str]:
