@@ -118,9 +118,15 @@ def _draw(
     note: str | None,
     key: list[str] | None = None,
     scale: str = "linear",
+    key_labels: list[str] | None = None,
+    causal: bool = True,
 ) -> np.ndarray:
-    """Heatmaps (T, T) in a grid, one colour bar; ``labels`` on the axes, or positions there and
+    """Heatmaps (Tq, Tk) in a grid, one colour bar; ``labels`` on the axes, or positions there and
     ``key`` (the tokens) below the maps. Returns the image as (H, W, 3) uint8.
+
+    Self-attention maps are square and ``labels`` name both axes; a cross-attention map (queries
+    of one sequence, keys of another) gives the keys' names as ``key_labels``. ``causal``: the
+    cells above the diagonal are the masked future, left empty (white).
 
     The layout is computed in inches here (no automatic layout engine: it would cost more than
     the drawing), so images of one run have the same size at every step.
@@ -130,14 +136,16 @@ def _draw(
     from matplotlib.figure import Figure
 
     families, _ = _fonts()
-    T = panels[0][1].shape[0]
+    Tq, Tk = panels[0][1].shape
+    key_labels = key_labels if key_labels is not None else labels
     cols = math.ceil(math.sqrt(len(panels)))
     rows = math.ceil(len(panels) / cols)
-    side = max(2.4, 0.17 * T) if labels else 2.4  # inches of heatmap per panel
+    side = max(2.4, 0.17 * max(Tq, Tk)) if labels else 2.4  # inches of heatmap per panel, the longer axis
+    side_w, side_h = side * Tk / max(Tq, Tk), side * Tq / max(Tq, Tk)  # square cells
     left, bottom = (1.0, 1.0) if labels else (0.55, 0.5)  # room for tick labels and axis names
     top, gap, bar = 0.3, 0.2, 1.0  # panel title, space between panels, colour bar and its label
     head = 0.5 + (0.2 if note else 0.0)  # figure title
-    cell_w, cell_h = left + side + gap, top + side + bottom
+    cell_w, cell_h = left + side_w + gap, top + side_h + bottom
     width = cols * cell_w + bar
     key_lines = token_key(key, int((width - 0.3) / _KEY_CHAR)) if key else []
     foot = (len(key_lines) * _KEY_LINE + 0.2) if key_lines else 0.0  # the key, below the maps
@@ -148,19 +156,20 @@ def _draw(
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: one of {', '.join(SCALES)}")
     norm = colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0) if scale == "sqrt" else colors.Normalize(0.0, 1.0)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # above the diagonal: keys after the query
+    # above the diagonal: keys after the query (causal); nothing is hidden otherwise
+    hidden = np.triu(np.ones((Tq, Tk), dtype=bool), k=1) if causal else np.zeros((Tq, Tk), dtype=bool)
     image = None
     for n, (name, weights) in enumerate(panels):
         r, c = divmod(n, cols)
         x0 = c * cell_w + left
-        y0 = height - head - r * cell_h - top - side
-        ax = fig.add_axes((x0 / width, y0 / height, side / width, side / height))
-        shown = np.ma.masked_array(weights, mask=future)  # (T, T)
+        y0 = height - head - r * cell_h - top - side_h
+        ax = fig.add_axes((x0 / width, y0 / height, side_w / width, side_h / height))
+        shown = np.ma.masked_array(weights, mask=hidden)  # (Tq, Tk)
         image = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
         ax.set_title(name, fontsize=9)
         if labels:
-            ax.set_xticks(range(T), labels, rotation=90, fontsize=7, fontfamily=list(families))
-            ax.set_yticks(range(T), labels, fontsize=7, fontfamily=list(families))
+            ax.set_xticks(range(Tk), key_labels, rotation=90, fontsize=7, fontfamily=list(families))
+            ax.set_yticks(range(Tq), labels, fontsize=7, fontfamily=list(families))
         else:
             ax.tick_params(labelsize=7)
         ax.set_xlabel("key" if labels or not key else "key (position)", fontsize=8)
