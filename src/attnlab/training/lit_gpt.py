@@ -5,19 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Timer
 
 from attnlab.checks import require_bool
 from attnlab.data.tokenizer import Tokenizer, tokenizer_from_state
 from attnlab.data.windows import IGNORE_INDEX
 from attnlab.errors import ConfigError
 from attnlab.model import GPT, ModelConfig
+from attnlab.training.lit_base import LitBase
 from attnlab.training.metrics import LanguageModelMetrics
-from attnlab.training.optim import OptimConfig, build_optimizer
-from attnlab.training.schedule import warmup_cosine
+from attnlab.training.optim import OptimConfig
 
 
 def split_runtime_options(model: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -41,8 +39,8 @@ def compiled_forward(model: GPT) -> Callable[..., torch.Tensor]:
     return torch.compile(model.forward)
 
 
-class LitGPT(L.LightningModule):
-    """Wraps the transformer with its loss, optimizer, schedule and metrics.
+class LitGPT(LitBase):
+    """Wraps the GPT with its loss and metrics (the optimizer and schedule: :class:`LitBase`).
 
     ``model`` and ``optim`` are plain dicts (saved as hyperparameters, so
     ``LitGPT.load_from_checkpoint(path)`` rebuilds the model); the tokenizer, which holds the
@@ -62,7 +60,6 @@ class LitGPT(L.LightningModule):
         # A plain function, not a module: nothing is added to the state_dict.
         self.compiled = compiled_forward(self.model) if self.compile_model else None
         self.val_metrics = LanguageModelMetrics()
-        self.timer: Timer | None = None  # Lightning's, when trainer.max_time is set (on_train_start)
         # bytes of text each token id stands for: turns summed NLL into bits per byte
         self.register_buffer("token_bytes", torch.zeros(self.model_cfg.vocab_size, dtype=torch.long), persistent=False)
         self.tokenizer: Tokenizer | None = None
@@ -98,28 +95,6 @@ class LitGPT(L.LightningModule):
             self.log("lr", self.lr_schedulers().get_last_lr()[0])  # a Python float: a host-to-device copy
         return loss
 
-    def writes_logs(self) -> bool:
-        """Whether this training step's logged values are written: every ``trainer.log_every_n_steps``
-        steps, as Lightning's loggers write, and the last step of ``trainer.max_steps`` (the final
-        ``train/loss``). Between them nothing is logged: each ``self.log`` costs Lightning about
-        0.5 ms of bookkeeping, about 2% of a small model's CPU step (docs/benchmarks.md)."""
-        step, every = self.global_step + 1, self.trainer.log_every_n_steps
-        return (every > 0 and step % every == 0) or step >= self.trainer.max_steps
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip as ``trainer.gradient_clip_*`` say and log ``train/grad_norm``, the global L2 norm
-        of the gradients before clipping. Norm clipping returns that norm, so it is computed once."""
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not params:
-            return
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)  # what Lightning would call
-        else:  # no clipping, or clipping by value
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        if self.writes_logs():
-            self.log("train/grad_norm", norm)  # a device tensor: no sync
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T), (B, T); y == IGNORE_INDEX marks padding
         nll = self._nll(self.model(x), y, "sum")
@@ -134,34 +109,6 @@ class LitGPT(L.LightningModule):
         self.log("val/loss", m["loss"], prog_bar=True, sync_dist=True)
         self.log("val/ppl", m["ppl"], sync_dist=True)
         self.log("val/bpb", m["bpb"], prog_bar=True, sync_dist=True)
-
-    # -- optimisation --------------------------------------------------------------------------
-
-    def configure_optimizers(self):
-        cfg = self.optim_cfg
-        total = self.trainer.max_steps
-        if total is None or total < 1:
-            raise ConfigError("the LR schedule needs a step budget; set trainer.max_steps to a positive integer")
-        optimizer = build_optimizer(self.model, cfg)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio, self.time_used())
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def on_train_start(self) -> None:
-        # Lightning adds a Timer when trainer.max_time is set; the LR schedule reads it every step
-        self.timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-
-    def time_used(self) -> float:
-        """The spent fraction (0..1) of ``trainer.max_time``, as Lightning's Timer counts it (the
-        training stage, validations included); 0 without a time budget."""
-        timer = self.timer
-        if timer is None:
-            return 0.0
-        elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
-        if remaining is None or elapsed + remaining <= 0:
-            return 0.0
-        return min(1.0, elapsed / (elapsed + remaining))
 
     # -- checkpoints ---------------------------------------------------------------------------
 

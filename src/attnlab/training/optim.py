@@ -64,7 +64,13 @@ class OptimConfig:
 
 # AdamW parameters that may take their own peak LR (optim.embed_lr, optim.head_lr): the rows that
 # map tokens. A tied output layer is the embedding's matrix, listed once, under the embedding.
-OWN_LR = {"token_embedding.weight": "embed_lr", "lm_head.weight": "head_lr"}
+OWN_LR = {
+    "token_embedding.weight": "embed_lr",  # the GPT's
+    "src_embedding.weight": "embed_lr",  # the encoder–decoder's
+    "tgt_embedding.weight": "embed_lr",
+    "lm_head.weight": "head_lr",
+}
+BLOCK_PREFIXES = ("blocks.", "encoder.", "decoder.")  # the GPT's blocks, the encoder–decoder's
 
 
 def param_groups(
@@ -109,7 +115,9 @@ def hidden_matrices(model: nn.Module) -> list[str]:
     """Names of the 2-D weights inside the transformer blocks: Muon's parameters. The embedding
     and output layer map tokens, not hidden features, and stay with AdamW (as in Muon's recipe)."""
     return [
-        name for name, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and name.startswith("blocks.")
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.dim() == 2 and name.startswith(BLOCK_PREFIXES)
     ]
 
 
