@@ -58,6 +58,11 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def reorder(self, order: torch.Tensor) -> None:
+        """Keep the batch rows ``order`` (B,), in that order, in every layer."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[:, order], self.values[:, order]  # (N, B, nh, Tmax, hs)
+
 
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention: softmax(q k^T / sqrt(hs)) v in each head.

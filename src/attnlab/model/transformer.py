@@ -124,6 +124,12 @@ class DecoderCache:
         self.self_attn.reset()
         self.memory_kv = None
 
+    def reorder(self, order: torch.Tensor) -> None:
+        """Keep the batch rows ``order`` (B,), in that order (beam search's surviving hypotheses)."""
+        self.self_attn.reorder(order)
+        if self.memory_kv is not None:
+            self.memory_kv = [(k[order], v[order]) for k, v in self.memory_kv]  # (B, nh, S, hs) each
+
 
 class EncoderDecoder(HookedModel):
     """The encoder–decoder; its hook points are the attentions' (``decoder.{i}.cross_attn.pattern``, ...)."""
