@@ -159,7 +159,7 @@ def test_bad_input_is_one_line_before_training_and_writes_nothing(
     run = tmp_path / "run"
     assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
     leftovers = [p.name for p in (tmp_path / "cache").glob("*")] if (tmp_path / "cache").exists() else []
-    assert all(name.endswith(".npz") and not name.startswith(".") for name in leftovers)  # no half-written cache
+    assert all(name.endswith((".tokens", ".json")) and not name.startswith(".") for name in leftovers)  # no temp
     assert not (tmp_path / "pwned.txt").exists()
 
 

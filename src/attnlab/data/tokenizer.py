@@ -15,6 +15,11 @@ Two layers, composed:
   them, or with ``respell=True`` spells each with the fewest smaller tokens the corpus did use
   (" Hamlet" -> " Ham" + "let"); only characters no corpus token covers remain an error.
 
+Documents are joined by an end-of-text token (``eot_id``), which decodes as :data:`EOT_TEXT`:
+cl100k's own ``<|endoftext|>`` (id 100257); for characters the id one past the last code point
+(0x110000), which no character can take. It stands for no bytes of text (``token_bytes`` is 0), and
+typed text never produces it: ``encode`` reads ``<|endoftext|>`` in a prompt as ordinary text.
+
 Every tokenizer can describe itself as a plain ``state_dict()`` and be rebuilt from it with
 :func:`tokenizer_from_state`, which is how checkpoints decode without the corpus.
 """
@@ -35,10 +40,13 @@ from attnlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+EOT_TEXT = "<|endoftext|>"  # how the end-of-text token between documents decodes, whatever its id
+
 
 class Tokenizer(Protocol):
     name: str  # identifies the id assignment; part of the token-cache key
     vocab_size: int  # ids are 0..vocab_size-1
+    eot_id: int | None  # the end-of-text token between documents (None: a corpus of one document)
 
     def encode(self, text: str, respell: bool = False) -> np.ndarray: ...
 
@@ -75,9 +83,7 @@ def load_tiktoken(encoding: str):
 
 
 def _as_list(ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
-    if isinstance(ids, torch.Tensor):
-        return ids.reshape(-1).tolist()
-    if isinstance(ids, np.ndarray):
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
         return ids.reshape(-1).tolist()
     return [int(i) for i in ids]
 
@@ -94,6 +100,7 @@ class TiktokenTokenizer:
         self.enc = load_tiktoken(encoding)
         self.name = encoding  # the offline copy assigns the same ids, so it shares the name
         self.vocab_size = self.enc.max_token_value + 1
+        self.eot_id = self.enc.eot_token  # cl100k: 100257, <|endoftext|>
 
     def encode(self, text: str, respell: bool = False) -> np.ndarray:
         """Ids of ``text`` (every one in the vocabulary, so ``respell`` has nothing to do)."""
@@ -141,16 +148,19 @@ def _tiktoken_token_bytes(encoding: str) -> np.ndarray:
     for i in range(enc.max_token_value + 1):
         with contextlib.suppress(KeyError):  # a hole in the id range (cl100k has a few before its special tokens)
             lengths[i] = len(enc.decode_single_token_bytes(i))
+    lengths[[enc.encode_single_token(t) for t in enc.special_tokens_set]] = 0  # <|endoftext|> is no text
     return lengths
 
 
 class CharTokenizer:
-    """One id per Unicode character: its code point (0..0x10FFFF). Used through
-    :class:`CorpusVocabTokenizer`, which keeps the characters the corpus uses."""
+    """One id per Unicode character: its code point (0..0x10FFFF), and the end-of-text token one past
+    the last (0x110000, no character's). Used through :class:`CorpusVocabTokenizer`, which keeps the
+    characters the corpus uses."""
 
     kind = "char"
     name = "char"
-    vocab_size = sys.maxunicode + 1
+    eot_id = sys.maxunicode + 1
+    vocab_size = eot_id + 1
     unknown_token_fix = "or train on a corpus that uses them"
 
     def encode(self, text: str, respell: bool = False) -> np.ndarray:
@@ -161,7 +171,7 @@ class CharTokenizer:
         return [self.encode(text) for text in texts]
 
     def decode(self, ids) -> str:
-        return "".join(map(chr, _as_list(ids)))
+        return "".join(EOT_TEXT if i == self.eot_id else chr(i) for i in _as_list(ids))
 
     def token_bytes(self) -> np.ndarray:
         """(vocab_size,) UTF-8 length of each character: bits per byte compare with tiktoken runs."""
@@ -184,8 +194,10 @@ class CharTokenizer:
 
 @cache
 def _utf8_lengths() -> np.ndarray:
-    code_points = np.arange(sys.maxunicode + 1)  # (0x110000,)
-    return 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)  # 1..4 bytes
+    code_points = np.arange(CharTokenizer.vocab_size)  # (0x110001,): every code point, then end-of-text
+    lengths = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)  # 1..4 bytes
+    lengths[CharTokenizer.eot_id] = 0
+    return lengths
 
 
 BaseTokenizer = TiktokenTokenizer | CharTokenizer
@@ -207,6 +219,9 @@ class CorpusVocabTokenizer:
         # base id -> dense id, -1 where the base id is not in the corpus
         self._lookup = np.full(base.vocab_size, -1, dtype=np.int64)
         self._lookup[vocab] = np.arange(len(vocab))
+        eot = self._lookup[base.eot_id]
+        self.eot_id = int(eot) if eot >= 0 else None  # None: the corpus has one document
+        self._spellings: dict[int, list[int]] = {}  # base id -> its spelling (spell_out, block after block)
 
     @staticmethod
     def vocab_of(base_ids: np.ndarray, base_vocab_size: int) -> np.ndarray:
@@ -214,34 +229,42 @@ class CorpusVocabTokenizer:
         return np.flatnonzero(np.bincount(base_ids, minlength=base_vocab_size)).astype(np.int64)
 
     @staticmethod
-    def capped_vocab_of(base_ids: np.ndarray, base: BaseTokenizer, max_vocab: int) -> np.ndarray:
-        """At most ``max_vocab`` sorted ids: the base's 256 single-byte tokens (the fallback that
-        spells anything) and the most frequent other tokens of ``base_ids``. A corpus that uses
-        no more than ``max_vocab`` distinct tokens keeps them all (no fallback needed)."""
-        counts = np.bincount(base_ids, minlength=base.vocab_size)  # (base V,)
+    def capped_vocab_of(counts: np.ndarray, base: BaseTokenizer, max_vocab: int) -> np.ndarray:
+        """At most ``max_vocab`` sorted ids, from ``counts`` (base V,), how often each base id occurs
+        (summed chunk by chunk as a corpus streams by): the base's 256 single-byte tokens (the
+        fallback that spells anything), the end-of-text token where the corpus has one (no bytes
+        spell it) and the most frequent other tokens. A corpus that uses no more than
+        ``max_vocab`` distinct tokens keeps them all (no fallback needed)."""
         if np.count_nonzero(counts) <= max_vocab:
             return np.flatnonzero(counts).astype(np.int64)
-        fallback = base.byte_ids()  # (256,)
-        if max_vocab <= len(fallback):
-            raise ValueError(f"max_vocab={max_vocab} leaves no room beside the {len(fallback)} byte tokens")
-        counts[fallback] = -1  # kept anyway: not among the ranked
-        ranked = np.argsort(-counts, kind="stable")[: max_vocab - len(fallback)]  # most frequent first
-        return np.union1d(fallback, ranked[counts[ranked] > 0]).astype(np.int64)
+        keep = base.byte_ids()  # (256,)
+        if counts[base.eot_id] > 0:
+            keep = np.append(keep, base.eot_id)  # (257,)
+        if max_vocab <= len(keep):
+            raise ValueError(f"max_vocab={max_vocab} leaves no room beside the {len(keep)} tokens always kept")
+        counts = counts.astype(np.int64)  # a copy: the kept ones are not among the ranked
+        counts[keep] = -1
+        ranked = np.argsort(-counts, kind="stable")[: max_vocab - len(keep)]  # most frequent first
+        return np.union1d(keep, ranked[counts[ranked] > 0]).astype(np.int64)
 
     def spell_out(self, base_ids: np.ndarray) -> np.ndarray:
         """``base_ids`` with every token outside the vocabulary replaced by the fewest vocabulary
         tokens that spell its bytes (the byte fallback of a capped vocabulary), vectorised over
         the distinct tokens."""
+        if np.all(self._lookup[base_ids] >= 0):
+            return base_ids  # nothing to spell (most blocks of a corpus)
         distinct, where = np.unique(np.asarray(base_ids, dtype=np.int64), return_inverse=True)  # (U,), (N,)
         spellings = []
-        for token in distinct:
+        for token in distinct.tolist():
             if self._lookup[token] >= 0:
-                spellings.append([int(token)])
+                spellings.append([token])
                 continue
-            spelling = self._spell(self.base.piece_bytes(token))
-            if spelling is None:
-                raise DataError(self._unspellable(self.base.decode([int(token)])))
-            spellings.append(spelling)
+            if token not in self._spellings:
+                spelling = self._spell(self.base.piece_bytes(token))
+                if spelling is None:
+                    raise DataError(self._unspellable(self.base.decode([token])))
+                self._spellings[token] = spelling
+            spellings.append(self._spellings[token])
         lengths = np.array([len(sp) for sp in spellings])  # (U,)
         flat = np.array([i for sp in spellings for i in sp], dtype=np.int64)  # every spelling, back to back
         first = np.cumsum(lengths) - lengths  # (U,) where each spelling starts in flat
