@@ -273,6 +273,11 @@ def test_an_empty_split_is_one_line(tmp_path):
         f"data.path {str(path)!r} has 2 pairs: 2 train / 0 val at data.val_fraction=0.1; add pairs or change "
         f"data.val_fraction"
     )
+    with pytest.raises(DataError) as err:
+        Seq2SeqDataModule(**{**DATES, "num_pairs": 4}).setup()
+    assert str(err.value) == (
+        "data.num_pairs=4: 4 train / 0 val at data.val_fraction=0.1; raise data.num_pairs or change data.val_fraction"
+    )
 
 
 def test_setup_is_idempotent(dates):

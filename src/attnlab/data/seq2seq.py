@@ -286,18 +286,23 @@ class Seq2SeqDataModule(L.LightningDataModule):
     # -- preparing -----------------------------------------------------------------------------
 
     def _texts(self) -> tuple[list[Pair], list[Pair]]:
+        """The train and val pairs as strings; one line when either split is empty."""
         cfg = self.cfg
         if cfg.builtin == "dates":
-            return date_pairs(cfg.num_pairs, cfg.val_fraction, cfg.data_seed)
-        pairs = read_pairs(cfg.path, cfg.source_field, cfg.target_field)
-        n_val = int(round(len(pairs) * cfg.val_fraction))
-        if n_val == 0 or n_val == len(pairs):
+            train, val = date_pairs(cfg.num_pairs, cfg.val_fraction, cfg.data_seed)
+            what, more = f"data.num_pairs={cfg.num_pairs}", "raise data.num_pairs"
+        else:
+            pairs = read_pairs(cfg.path, cfg.source_field, cfg.target_field)
+            order = np.random.default_rng(cfg.data_seed).permutation(len(pairs))  # (N,)
+            n_train = len(pairs) - int(round(len(pairs) * cfg.val_fraction))
+            train, val = [pairs[i] for i in np.sort(order[:n_train])], [pairs[i] for i in order[n_train:]]
+            what, more = f"data.path {cfg.path!r} has {len(pairs)} pairs", "add pairs"
+        if not train or not val:
             raise DataError(
-                f"data.path {cfg.path!r} has {len(pairs)} pairs: {len(pairs) - n_val} train / {n_val} val at "
-                f"data.val_fraction={cfg.val_fraction}; add pairs or change data.val_fraction"
+                f"{what}: {len(train)} train / {len(val)} val at data.val_fraction={cfg.val_fraction}; {more} or "
+                f"change data.val_fraction"
             )
-        order = np.random.default_rng(cfg.data_seed).permutation(len(pairs))  # (N,)
-        return [pairs[i] for i in np.sort(order[:-n_val])], [pairs[i] for i in order[-n_val:]]
+        return train, val
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
@@ -343,13 +348,12 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
 
-    def _pin_memory(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _generator(self) -> torch.Generator:
-        """A loader's own generator, so iterating it draws nothing from the global RNG (as TextDataModule's)."""
-        return torch.Generator().manual_seed(self.seed)
+    def _loader(self, dataset: Any, **options: Any) -> DataLoader:
+        """A loader with data.num_workers, pinned memory on CUDA, and a generator of its own: iterating
+        it draws nothing from the global RNG, which a resumed run restores (as TextDataModule's)."""
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, num_workers=self.cfg.num_workers, pin_memory=pin, generator=generator, **options)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -361,25 +365,12 @@ class Seq2SeqDataModule(L.LightningDataModule):
             start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
         pairs, pad_id = self.train_pairs, self.vocab.pad_id
         dataset = BucketedPairs(pairs, self.cfg.batch_size, pad_id, self.seed, num_batches, start, rank)
-        return DataLoader(  # the dataset yields whole batches, so the loader does no batching
-            dataset,
-            batch_size=None,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self._pin_memory(),
-            generator=self._generator(),
-        )
+        return self._loader(dataset, batch_size=None)  # the dataset yields whole batches
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_pairs,
-            batch_size=self.cfg.batch_size,
-            sampler=self._val_sampler(),
-            shuffle=False,
-            collate_fn=partial(collate, pad_id=self.vocab.pad_id),
-            num_workers=self.cfg.num_workers,
-            pin_memory=self._pin_memory(),
-            generator=self._generator(),
-        )
+        collate_fn = partial(collate, pad_id=self.vocab.pad_id)
+        sampler = self._val_sampler()
+        return self._loader(self.val_pairs, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=collate_fn)
 
     def _val_sampler(self) -> UnrepeatedDistributedSampler | None:
         """Under DDP, pairs rank, rank+W, rank+2W, ... for each of the W processes: every val pair on
