@@ -54,6 +54,7 @@ CACHE_FORMAT = 1  # in the key: a new layout of the cache makes new keys
 CHUNK_CHARS = 1 << 21  # characters a worker gets at a time
 PARALLEL_BYTES = 32 << 20  # a smaller corpus is tokenized in this process (workers take a second to start)
 BLOCK_TOKENS = 1 << 22  # ids the second pass maps at a time
+PROGRESS_AFTER_S = 2.0  # a build that takes longer shows a progress bar on stderr
 
 
 def cache_key(corpus: Corpus, base: BaseTokenizer, max_vocab: int | None, corpus_vocab: bool) -> dict[str, Any]:
@@ -116,7 +117,12 @@ def build_tokens(corpus: Corpus, base: BaseTokenizer, path: Path, key: dict[str,
     first_pass_bytes = 4 * (size // 4 if base.kind == "tiktoken" else size)
     try:
         with tqdm(
-            total=size, unit="B", unit_scale=True, desc=f"tokenizing {corpus.source.name}", delay=2, file=sys.stderr
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=f"tokenizing {corpus.source.name}",
+            delay=PROGRESS_AFTER_S,
+            file=sys.stderr,
         ) as bar:
             ids = _base_ids(corpus, base, num_proc, size > PARALLEL_BYTES, counts, bar)
             if key["ids"] == "base":
