@@ -280,6 +280,15 @@ def test_an_empty_split_is_one_line(tmp_path):
     )
 
 
+def test_val_sources_that_training_has_too_are_one_warning(tmp_path, caplog):
+    path = tmp_path / "repeats.tsv"
+    path.write_text("".join(f"same\t{i}\n" for i in range(10)) + "other\tx\n" * 10, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="attnlab.data.seq2seq"):
+        dm = pairs_module(path, val_fraction=0.2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["4 of 4 val pairs have a source that training pairs have too"] and len(dm.val_texts) == 4
+
+
 def test_setup_is_idempotent(dates):
     vocab, train = dates.vocab, dates.train_pairs
     dates.setup("validate")
@@ -312,7 +321,7 @@ def test_a_target_of_n_tokens_takes_n_plus_one_positions(tmp_path):
 def test_truncate_cuts_with_one_warning(pairs_file, caplog):
     with caplog.at_level(logging.WARNING, logger="attnlab.data.seq2seq"):
         dm = pairs_module(pairs_file, context_length=8, too_long="truncate")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if "data.context_length" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith("cut ") and "to data.context_length=8" in warnings[0]
     assert int(warnings[0].split()[1]) == sum(len(s) > 8 or len(t) > 7 for s, t in read_pairs(pairs_file))
     for src, tgt in dm.train_pairs + dm.val_pairs:

@@ -297,6 +297,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
             n_train = len(pairs) - int(round(len(pairs) * cfg.val_fraction))
             train, val = [pairs[i] for i in np.sort(order[:n_train])], [pairs[i] for i in order[n_train:]]
             what, more = f"data.path {cfg.path!r} has {len(pairs)} pairs", "add pairs"
+            seen = {source for source, _ in train}
+            if shared := sum(source in seen for source, _ in val):
+                log.warning("%d of %d val pairs have a source that training pairs have too", shared, len(val))
         if not train or not val:
             raise DataError(
                 f"{what}: {len(train)} train / {len(val)} val at data.val_fraction={cfg.val_fraction}; {more} or "
