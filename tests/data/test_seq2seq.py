@@ -12,13 +12,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from attnlab.data.dates import date_pairs
+from attnlab.data.pair_vocab import Seq2SeqVocab
 from attnlab.data.pairs import read_pairs
 from attnlab.data.seq2seq import (
     BucketedPairs,
     Seq2SeqBatch,
     Seq2SeqDataConfig,
     Seq2SeqDataModule,
-    Seq2SeqVocab,
     collate,
 )
 from attnlab.data.windows import IGNORE_INDEX

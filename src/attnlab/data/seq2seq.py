@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from attnlab.checks import from_dict, is_int, require_choice, require_int
 from attnlab.data.dates import date_pairs
+from attnlab.data.pair_vocab import Seq2SeqVocab
 from attnlab.data.pairs import Pair, read_pairs
-from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer, tokenizer_from_state
+from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
 from attnlab.data.windows import IGNORE_INDEX
 from attnlab.errors import ConfigError, DataError
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 BUILTINS = ("dates",)
 TOO_LONG = ("error", "truncate")
-SPECIALS = ("<pad>", "<s>", "</s>")  # pad_id, bos_id, eos_id: the ids after the tokenizer's
 # Training pairs are sorted by length in chunks of this many batches (1: no bucketing). Padding, of
 # source / target positions at batch 64: data=dates 42% / 0% with 1, 1.4% / 0% with 50; 20,000
 # pairs of 2-40 words, targets 0.7-1.3x as long, cl100k tokens: 47% / 55% with 1, 6.7% / 7.8% with 50.
@@ -111,44 +111,6 @@ class Seq2SeqDataConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Seq2SeqDataConfig:
         return from_dict(cls, values, "data")
-
-
-class Seq2SeqVocab:
-    """A tokenizer's ids 0..V-1 and three special ids after them: ``pad_id`` = V, ``bos_id`` = V+1,
-    ``eos_id`` = V+2 (``vocab_size`` = V+3), for both source and target."""
-
-    kind = "seq2seq"
-
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
-        self.pad_id, self.bos_id, self.eos_id = (tokenizer.vocab_size + i for i in range(len(SPECIALS)))
-        self.vocab_size = tokenizer.vocab_size + len(SPECIALS)
-
-    def encode(self, text: str, respell: bool = False) -> np.ndarray:
-        """(n,) int64 ids of ``text``, no specials; ``respell`` as :meth:`CorpusVocabTokenizer.encode`."""
-        return np.asarray(self.tokenizer.encode(text, respell=respell), dtype=np.int64)
-
-    def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str:
-        """The text of ``ids`` up to the first EOS, PAD, BOS (and IGNORE_INDEX: a row of tgt_out) skipped."""
-        ids = torch.as_tensor(ids).reshape(-1).tolist()
-        if self.eos_id in ids:
-            ids = ids[: ids.index(self.eos_id)]
-        return self.tokenizer.decode([i for i in ids if i not in (self.pad_id, self.bos_id, IGNORE_INDEX)])
-
-    def token_strings(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[str]:
-        """One string per id (attention-map labels): its text, or ``<pad>``, ``<s>``, ``</s>``."""
-        ids, size = torch.as_tensor(ids).reshape(-1).tolist(), self.tokenizer.vocab_size
-        return [SPECIALS[i - size] if i >= size else self.tokenizer.decode([i]) for i in ids]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokenizer": self.tokenizer.state_dict()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Seq2SeqVocab:
-        """The vocabulary :meth:`state_dict` describes (as checkpoints store it), the same ids."""
-        if state.get("kind") != cls.kind:
-            raise DataError(f"not a seq2seq vocabulary (kind {state.get('kind')!r}); was the checkpoint a GPT's?")
-        return cls(tokenizer_from_state(state["tokenizer"]))
 
 
 class Seq2SeqBatch(NamedTuple):

@@ -15,7 +15,8 @@ from attnlab.errors import ConfigError
 ATTENTION_IMPLS = ("explicit", "sdpa")
 POSITIONAL_ENCODINGS = ("sinusoidal", "learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
-ACTIVATIONS = ("gelu", "relu2")
+ACTIVATIONS = ("gelu", "relu2", "relu")  # relu: the 2017 Transformer's
+ARCHITECTURES = ("gpt", "transformer")  # model.architecture: conf/model/gpt.yaml, conf/model/transformer.yaml
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ModelConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" (no mean, no bias: cheaper)
     qk_norm: bool = False  # RMSNorm each head's queries and keys before the dot product
-    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2" (relu(x)**2)
+    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2" (relu(x)**2) | "relu"
     tie_embeddings: bool = True  # the output layer reuses the token embedding matrix
     mlp: bool = True  # the feed-forward sub-layer; false: attention-only blocks (as in Olsson et al. 2022)
 
@@ -91,10 +92,11 @@ class TransformerConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     qk_norm: bool = False  # RMSNorm each head's queries and keys before the dot product
-    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2"
+    activation: str = "gelu"  # feed-forward nonlinearity: "gelu" | "relu2" | "relu" (the paper's)
     norm_first: bool = True  # pre-norm x + f(norm(x)); false: the paper's post-norm norm(x + f(x))
     tie_embeddings: bool = True  # the output layer reuses the target embedding matrix
     share_embeddings: bool = False  # one embedding table for source and target (equal vocab sizes)
+    architecture: str = "transformer"  # what model.* builds (architecture_of); always "transformer" here
 
     def __post_init__(self) -> None:
         for name in (
@@ -106,6 +108,8 @@ class TransformerConfig:
             "num_decoder_layers",
         ):
             require_int(getattr(self, name), f"model.{name}")
+        if self.architecture != "transformer":
+            raise ConfigError(f"model.architecture={self.architecture!r} is not the encoder–decoder; use model=transformer")
         for name in ("norm_first", "share_embeddings"):
             require_bool(getattr(self, name), f"model.{name}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
@@ -143,3 +147,12 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TransformerConfig:
         return from_dict(cls, values, "model")
+
+
+def architecture_of(model: dict) -> str:
+    """Which model a ``model.*`` config (or a checkpoint's saved hyperparameters) builds: ``"gpt"``
+    (:class:`ModelConfig`; its configs name no architecture) or ``"transformer"`` (the encoder–decoder,
+    :class:`TransformerConfig`)."""
+    architecture = model.get("architecture", "gpt")
+    require_choice(architecture, "model.architecture", ARCHITECTURES)
+    return architecture

@@ -101,7 +101,7 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = cfg.ffn_mult * cfg.d_model
         self.up = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
-        self.act = ReLUSquared() if cfg.activation == "relu2" else nn.GELU()
+        self.act = {"relu2": ReLUSquared, "relu": nn.ReLU}.get(cfg.activation, nn.GELU)()  # gelu by default
         self.down = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 

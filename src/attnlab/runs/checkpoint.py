@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+from attnlab.data.pair_vocab import Seq2SeqVocab
 from attnlab.data.tokenizer import Tokenizer, tokenizer_from_state
 from attnlab.errors import CheckpointError, StorageError
-from attnlab.model import GPT, ModelConfig
+from attnlab.model import GPT, EncoderDecoder, ModelConfig, TransformerConfig
+from attnlab.model.config import architecture_of
 from attnlab.runs.layout import BEST, LAST, checkpoint_file, find_checkpoint
 from attnlab.runs.storage import byte_size, free_bytes
 from attnlab.system.console import shown_path
@@ -84,18 +86,26 @@ def check_room_for_checkpoints(run: Path, num_parameters: int) -> None:
         )
 
 
-# What the weights depend on. dropout and the attention implementation may change between a
-# checkpoint and the run that loads it: same parameters, same function at eval time.
-ARCHITECTURE_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("dropout", "attention"))
+# What the weights depend on, for each architecture. dropout and the attention implementation may
+# change between a checkpoint and the run that loads it: same parameters, same function at eval time.
+CONFIGS = {"gpt": ModelConfig, "transformer": TransformerConfig}
+ARCHITECTURE_KEYS = {
+    name: tuple(f.name for f in fields(config) if f.name not in ("dropout", "attention"))
+    for name, config in CONFIGS.items()
+}
 
 
 def model_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``["d_model 32 -> 64", ...]``: the architecture hyperparameters where ``wanted`` differs
-    from ``saved`` (both ``ModelConfig`` dicts, defaults filled in)."""
-    old, new = ModelConfig.from_dict(dict(saved)), ModelConfig.from_dict(dict(wanted))
+    from ``saved`` (both ``model.*`` dicts of a GPT or an encoder–decoder, defaults filled in)."""
+    before, after = architecture_of(saved), architecture_of(wanted)
+    if before != after:
+        return [f"architecture {before!r} -> {after!r}"]
+    config = CONFIGS[before]
+    old, new = config.from_dict(dict(saved)), config.from_dict(dict(wanted))
     return [
         f"{k} {getattr(old, k)!r} -> {getattr(new, k)!r}"
-        for k in ARCHITECTURE_KEYS
+        for k in ARCHITECTURE_KEYS[before]
         if getattr(old, k) != getattr(new, k)
     ]
 
@@ -112,14 +122,31 @@ def require_same_model(path: Path, saved: dict[str, Any], wanted: dict[str, Any]
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[GPT, Tokenizer]:
-    """The trained GPT (eval mode, CPU) and its tokenizer."""
-    cfg = ModelConfig.from_dict(dict(checkpoint["hyper_parameters"]["model"]))
+    """The trained GPT (eval mode, CPU) and its tokenizer; an encoder–decoder's checkpoint is
+    refused in one line (the GPT-only tools read it through here)."""
+    saved = dict(checkpoint["hyper_parameters"]["model"])
+    if architecture_of(saved) != "gpt":
+        raise CheckpointError(
+            "this checkpoint holds an encoder–decoder (model=transformer), and this tool reads GPT checkpoints "
+            'only; translate with it by attnlab generate source="..."'
+        )
+    cfg = ModelConfig.from_dict(saved)
     model = GPT(cfg)
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
     if "tokenizer" not in checkpoint:
         raise CheckpointError("the checkpoint has no tokenizer state; it was not written by attnlab")
     return model.eval(), tokenizer_from_state(checkpoint["tokenizer"])
+
+
+def seq2seq_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[EncoderDecoder, Seq2SeqVocab]:
+    """The trained encoder–decoder (eval mode, CPU) and its vocabulary."""
+    model = EncoderDecoder(TransformerConfig.from_dict(dict(checkpoint["hyper_parameters"]["model"])))
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    if "tokenizer" not in checkpoint:
+        raise CheckpointError("the checkpoint has no vocabulary state; it was not written by attnlab")
+    return model.eval(), Seq2SeqVocab.from_state(checkpoint["tokenizer"])
 
 
 def load_model(path: str | Path) -> tuple[GPT, Tokenizer]:

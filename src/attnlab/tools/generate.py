@@ -1,4 +1,6 @@
-"""``attnlab generate``: a checkpoint and a prompt in, text streamed out, tokens/s reported.
+"""``attnlab generate``: a checkpoint and a prompt in, text streamed out, tokens/s reported; or,
+for an encoder–decoder checkpoint, source sentences in and their outputs out
+(:mod:`attnlab.tools.translate`).
 
 Config: conf/generate.yaml. The sampling loop itself is :func:`attnlab.model.sampling.generate`.
 """
@@ -16,9 +18,11 @@ import torch
 from attnlab.checks import from_dict, is_int, require_int
 from attnlab.data.tokenizer import Tokenizer
 from attnlab.errors import ConfigError
+from attnlab.model.config import architecture_of
 from attnlab.model.sampling import generate
-from attnlab.runs.checkpoint import load_model
+from attnlab.runs.checkpoint import model_from_checkpoint, read_checkpoint
 from attnlab.system.hardware import pick_device
+from attnlab.tools.translate import translate_text
 
 
 @dataclass
@@ -38,8 +42,12 @@ class GenerateConfig:
     use_cache: bool = True
     slide: int | None = None
     device: str = "auto"
+    source: str | None = None  # an encoder–decoder checkpoint's input
+    source_file: str | None = None  # or one source per line
+    beam_size: int = 1
 
     def __post_init__(self) -> None:
+        require_int(self.beam_size, "beam_size")
         require_int(self.max_new_tokens, "max_new_tokens")
         require_int(self.num_samples, "num_samples")
         require_int(self.top_k, "top_k", allow_none=True)
@@ -56,6 +64,17 @@ class GenerateConfig:
             if not path.is_file():
                 raise ConfigError(f"prompt_file {path} does not exist; pass a text file or use prompt=...")
             self.prompt = path.read_text(encoding="utf-8")
+        if self.source_file is not None:
+            path = Path(self.source_file).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"source_file {path} does not exist; pass a text file, one source per line")
+            self.source = path.read_text(encoding="utf-8")
+
+    def sources(self) -> list[str] | None:
+        """The sources to translate, one per line of ``source``; None when none was given."""
+        if self.source is None:
+            return None
+        return [line for line in str(self.source).splitlines() if line.strip()] or [""]
 
 
 class TextStream:
@@ -94,7 +113,17 @@ def generate_text(cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
 
     settings = from_dict(GenerateConfig, OmegaConf.to_container(cfg, resolve=True), "generate")
     device = pick_device(settings.device)
-    model, tokenizer = load_model(settings.ckpt_path)
+    checkpoint = read_checkpoint(settings.ckpt_path)
+    seq2seq = architecture_of(dict(checkpoint["hyper_parameters"]["model"])) == "transformer"
+    if seq2seq != (settings.sources() is not None):
+        raise ConfigError(
+            f'{settings.ckpt_path} holds an encoder–decoder: give it source="..." (or source_file=...) to translate'
+            if seq2seq
+            else f'{settings.ckpt_path} holds a GPT, which continues a prompt: give prompt="..." instead of source='
+        )
+    if seq2seq:
+        return translate_text(checkpoint, settings.sources(), settings.beam_size, device, out, err)
+    model, tokenizer = model_from_checkpoint(checkpoint)
     model.to(device)
     prompt = torch.as_tensor(tokenizer.encode(settings.prompt, respell=True).astype("int64"), device=device)  # (T0,)
     if prompt.numel() == 0:

@@ -1,6 +1,7 @@
 """The training task: a composed Hydra config in, a trained model and its metrics out.
 
-Read as a recipe: resume? -> check the config -> lock the run folder -> data -> model -> room for
+Read as a recipe: resume? -> check the config -> lock the run folder -> data -> model (the GPT on
+text, or the encoder–decoder on pairs) -> room for
 the checkpoints? -> trainer with the callbacks and loggers of conf/ -> fit -> the final line.
 ``train.py`` at the repository root runs it as one job (:func:`attnlab.sweeps.job.run_job`)
 through :func:`attnlab.cli.run_hydra_app`.
@@ -23,8 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.data.corpus import check_text_path
 from attnlab.data.datamodule import DataConfig, TextDataModule
+from attnlab.data.seq2seq import Seq2SeqDataConfig, Seq2SeqDataModule
 from attnlab.errors import ConfigError
-from attnlab.model import ModelConfig
+from attnlab.model import ModelConfig, TransformerConfig
+from attnlab.model.config import architecture_of
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_text
 from attnlab.runs.checkpoint import check_room_for_checkpoints, require_same_model, safe_load
@@ -35,7 +38,9 @@ from attnlab.system.console import shown_path, tidy_output
 from attnlab.system.distributed import use_rank_command
 from attnlab.system.hardware import check_devices
 from attnlab.system.memory import keep_freed_memory
+from attnlab.training.lit_base import LitBase
 from attnlab.training.lit_gpt import LitGPT, split_runtime_options
+from attnlab.training.lit_seq2seq import LitSeq2Seq, split_seq2seq_options
 from attnlab.training.optim import OptimConfig
 from attnlab.training.safe_io import SafeCheckpointIO
 
@@ -46,14 +51,39 @@ def _container(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
+def is_seq2seq(cfg: DictConfig) -> bool:
+    """Whether the run trains the encoder–decoder on pairs (model=transformer) rather than the GPT
+    on text; one line when the model and the data do not go together."""
+    model, data = _container(cfg.model), _container(cfg.data)
+    seq2seq, pairs = architecture_of(model) == "transformer", data.get("kind") == "pairs"
+    if seq2seq and not pairs:
+        raise ConfigError(
+            "model=transformer (the encoder–decoder) trains on source/target pairs, not on a text corpus; "
+            "add data=dates, or data=pairs data.path=<pairs.tsv or .jsonl>"
+        )
+    if pairs and not seq2seq:
+        raise ConfigError(
+            f"data {data.get('name') or data.get('builtin') or data.get('path')!r} holds source/target pairs, which "
+            f"the GPT does not train on; add model=transformer, or choose a text corpus (data=shakespeare)"
+        )
+    return seq2seq
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
-    model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
-    ModelConfig.from_dict({**model, "vocab_size": 1})
     OptimConfig.from_dict(_container(cfg.optim))
-    data = DataConfig.from_dict(_container(cfg.data))
-    if data.path is not None:
-        check_text_path(data.path)
+    if is_seq2seq(cfg):
+        model, _ = split_seq2seq_options(_container(cfg.model))  # compile, beam_size: runtime switches
+        TransformerConfig.from_dict({**model, "src_vocab_size": 1, "tgt_vocab_size": 1})
+        data = Seq2SeqDataConfig.from_dict(_container(cfg.data))
+        if data.path is not None and not Path(data.path).is_file():
+            raise ConfigError(f"data.path={data.path}: no such file; give a .tsv or .jsonl file of pairs")
+    else:
+        model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
+        ModelConfig.from_dict({**model, "vocab_size": 1})
+        data = DataConfig.from_dict(_container(cfg.data))
+        if data.path is not None:
+            check_text_path(data.path)
     check_devices(_container(cfg.trainer))
 
 
@@ -83,6 +113,29 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
             f"machine has {cores} cores and no GPU in use; set trainer.devices=1 (or at most {cores})"
         )
     return trainer
+
+
+def data_and_module(cfg: DictConfig) -> tuple[L.LightningDataModule, LitBase]:
+    """The run's data, set up (the model's vocabulary sizes come from it), and its LightningModule:
+    the GPT on text, or the encoder–decoder on pairs (:func:`is_seq2seq`)."""
+    if is_seq2seq(cfg):
+        datamodule = Seq2SeqDataModule.from_config(cfg)
+        datamodule.setup("fit")
+        V = datamodule.vocab_size  # one vocabulary for both sides
+        module = LitSeq2Seq(
+            model={**_container(cfg.model), "src_vocab_size": V, "tgt_vocab_size": V},
+            optim=_container(cfg.optim),
+            vocab=datamodule.vocab,
+        )
+        return datamodule, module
+    datamodule = TextDataModule.from_config(cfg)
+    datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
+    module = LitGPT(
+        model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
+        optim=_container(cfg.optim),
+        tokenizer=datamodule.tokenizer,
+    )
+    return datamodule, module
 
 
 def check_resumable(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
@@ -139,13 +192,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         trainer = build_trainer(cfg, output_dir)
 
-        datamodule = TextDataModule.from_config(cfg)
-        datamodule.setup("fit")  # prepares the data too; the model's vocab_size comes from it
-        module = LitGPT(
-            model={**_container(cfg.model), "vocab_size": datamodule.vocab_size},
-            optim=_container(cfg.optim),
-            tokenizer=datamodule.tokenizer,
-        )
+        datamodule, module = data_and_module(cfg)
         if resume_from:
             require_same_model(resume_from, resumed_model, module.hparams["model"])
         if trainer.is_global_zero:
@@ -171,5 +218,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def final_line(output_dir: Path, metrics: dict[str, float]) -> str:
     minutes, seconds = divmod(int(metrics.get("seconds", 0)), 60)
-    figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("val/loss", "val/bpb") if k in metrics)
+    figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in ("val/loss", "val/bpb", "val/exact_match") if k in metrics)
     return f"run {shown_path(output_dir)}  {figures}  ({metrics.get('steps', 0)} steps, {minutes}m{seconds:02d}s)"
