@@ -65,7 +65,10 @@ def test_tensorboard_gets_the_three_attentions_of_every_layer_and_the_translatio
     events.Reload()
     images = set(events.Tags()["images"])
     assert {"attention/encoder_layer_0", "attention/decoder_layer_0", "attention/cross_layer_0"} <= images
-    assert [e.step for e in events.Images("attention/cross_layer_0")] == [2, 5]  # logged_step: Lightning's step of val/*
+    assert [e.step for e in events.Images("attention/cross_layer_0")] == [
+        2,
+        5,
+    ]  # logged_step: Lightning's step of val/*
     text = events.Tensors("translations")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("| source | reference | output | exact |")
     assert text.count("\n") == 2 + 8 - 1  # the header, its rule, and 8 val pairs
@@ -128,3 +131,35 @@ def test_a_bleu_and_chrf_of_exact_outputs_are_one():
     metrics.reset()
     metrics.update(torch.tensor(1.0), torch.tensor(1), torch.tensor(0), ["2021-03-04"], ["2021-03-03"])
     assert metrics.compute()["exact_match"] == 0.0  # the reset emptied every state, chrF's and BLEU's too
+
+
+def generate_settings(**values):
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(ROOT / "conf" / "generate.yaml")
+    base.pop("defaults"), base.pop("hydra")
+    return OmegaConf.merge(base, values)
+
+
+def test_generate_translates_sources_with_greedy_and_beam_search(trained, tmp_path):
+    import io
+
+    from attnlab.tools.generate import generate_text
+
+    run, _ = trained
+    sources = tmp_path / "sources.txt"
+    sources.write_text("3rd of March 2021\n\n12/03/21\n", encoding="utf-8")
+    for beam_size in (1, 3):
+        out, err = io.StringIO(), io.StringIO()
+        result = generate_text(
+            generate_settings(ckpt_path=str(run), source_file=str(sources), beam_size=beam_size), out=out, err=err
+        )
+        assert len(result["outputs"]) == 2 and out.getvalue().splitlines() == result["outputs"]  # blank lines skipped
+        assert "2 source(s) in" in err.getvalue()
+    with pytest.raises(ConfigError, match=r"holds an encoder–decoder: give it source="):
+        generate_text(generate_settings(ckpt_path=str(run)))
+    with pytest.raises(ConfigError, match=r"source 1 has \d+ tokens, more than the model's src_context_length=40"):
+        generate_text(generate_settings(ckpt_path=str(run), source="1" * 41))
+    gpt = ROOT / "tests" / "fixtures" / "checkpoint-0.1.0.ckpt"
+    with pytest.raises(ConfigError, match=r"holds a GPT, which continues a prompt: give prompt="):
+        generate_text(generate_settings(ckpt_path=str(gpt), source="3rd of March 2021"))

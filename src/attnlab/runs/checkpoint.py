@@ -121,16 +121,21 @@ def require_same_model(path: Path, saved: dict[str, Any], wanted: dict[str, Any]
         )
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[GPT, Tokenizer]:
-    """The trained GPT (eval mode, CPU) and its tokenizer; an encoder–decoder's checkpoint is
-    refused in one line (the GPT-only tools read it through here)."""
+def gpt_config(checkpoint: dict[str, Any]) -> ModelConfig:
+    """The GPT's hyperparameters; an encoder–decoder's checkpoint is refused in one line (the
+    GPT-only tools read their checkpoint through here)."""
     saved = dict(checkpoint["hyper_parameters"]["model"])
     if architecture_of(saved) != "gpt":
         raise CheckpointError(
             "this checkpoint holds an encoder–decoder (model=transformer), and this tool reads GPT checkpoints "
             'only; translate with it by attnlab generate source="..."'
         )
-    cfg = ModelConfig.from_dict(saved)
+    return ModelConfig.from_dict(saved)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[GPT, Tokenizer]:
+    """The trained GPT (eval mode, CPU) and its tokenizer."""
+    cfg = gpt_config(checkpoint)
     model = GPT(cfg)
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)

@@ -30,7 +30,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.checks import is_int, require_int
 from attnlab.errors import ConfigError, DataError
-from attnlab.model import ModelConfig
 from attnlab.observe.ablation import ABLATION_SCORES, ABLATIONS, ablate_every_head, ablation_score
 from attnlab.observe.attention_maps import save_png
 from attnlab.observe.head_maps import UNBOUNDED, score_images
@@ -38,7 +37,7 @@ from attnlab.observe.head_scores import head_probe, measure, spread_windows
 from attnlab.observe.heads import SCORES, score_table
 from attnlab.runs import layout
 from attnlab.runs.atomic import atomic_write_json, atomic_write_text
-from attnlab.runs.checkpoint import model_from_checkpoint, read_checkpoint
+from attnlab.runs.checkpoint import gpt_config, model_from_checkpoint, read_checkpoint
 from attnlab.system.console import shown_path
 from attnlab.system.hardware import pick_device
 from attnlab.system.memory import keep_freed_memory
@@ -70,7 +69,7 @@ def head_report(cfg: DictConfig) -> dict[str, Any]:
     ckpt = layout.find_checkpoint(cfg.ckpt_path)
     run_dir = layout.run_of_checkpoint(ckpt)
     checkpoint = read_checkpoint(ckpt)
-    T = ModelConfig.from_dict(dict(checkpoint["hyper_parameters"]["model"])).context_length
+    T = gpt_config(checkpoint).context_length  # an encoder–decoder's checkpoint is refused here
     if cfg.tokens < T:  # before the tokenizer loads (and says which it is)
         raise ConfigError(
             f"tokens={cfg.tokens} is less than one window of the model's context_length={T}; pass tokens={T} or more"
