@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # in the key: a new layout of the cache makes new keys
 CHUNK_CHARS = 1 << 21  # characters a worker gets at a time
 PARALLEL_BYTES = 32 << 20  # a smaller corpus is tokenized in this process (workers take a second to start)
-BLOCK_TOKENS = 1 << 22  # ids the second pass maps at a time
+BLOCK_TOKENS = 1 << 20  # ids the second pass maps at a time (about 25 MB of arrays)
 PROGRESS_AFTER_S = 2.0  # a build that takes longer shows a progress bar on stderr
 
 
