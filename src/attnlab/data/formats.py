@@ -83,7 +83,7 @@ def read_documents(path: Path, text_field: str) -> list[str]:
         if piece.starts:
             documents.append([])
         documents[-1].append(piece.text)
-    return ["".join(parts) for parts in documents] or [""]
+    return ["".join(parts) for parts in documents]
 
 
 # --------------------------------------------------------------------------------------------
