@@ -57,6 +57,19 @@ class Corpus:
     files: tuple[Path, ...]
     text_field: str = "text"
 
+    @property
+    def label(self) -> str:
+        """The source as given: in the logs and error lines."""
+        return str(self.source)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def key(self) -> dict:
+        """What identifies the corpus in the token cache's key: where it is, the field, the manifest."""
+        return {"path": str(self.source.absolute()), "text_field": self.text_field, "files": self.manifest()}
+
     def manifest(self) -> list[tuple[str, int, int]]:
         """``(path, size, mtime_ns)`` of every file (the path relative to ``source``, ``""`` for a
         file that is the source itself): names and ``stat`` only, no contents."""

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from attnlab.checks import from_dict, is_int, require_int
-from attnlab.data.corpus import Corpus, open_corpus, prepare_named_corpus
+from attnlab.data.corpus import open_corpus, prepare_named_corpus
+from attnlab.data.hf_datasets import open_hf_corpus
 from attnlab.data.token_cache import load_or_build_tokens
 from attnlab.data.token_file import TokenizedCorpus
 from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
@@ -45,9 +46,11 @@ class DataConfig:
     context_length: int  # T: tokens per window (the model reads it from here)
     batch_size: int  # windows per step, per device
     tokenizer: dict[str, Any] = field(default_factory=lambda: {"kind": "tiktoken"})  # conf/data/tokenizer/*.yaml
-    corpus: str | None = None  # a named corpus under paths.data_dir; ignored when path is set
+    corpus: str | None = None  # a named corpus under paths.data_dir; ignored when path or hf_dataset is set
     path: str | None = None  # a file or a folder: .txt, .md, .jsonl/.json, .parquet, each also .gz
     text_field: str = "text"  # the field of a .jsonl/.json record, the column of a .parquet, holding the text
+    hf_dataset: str | None = None  # a Hugging Face dataset (a save_to_disk folder or a Hub name) instead of path
+    hf_split: str = "train"  # its split
     cache_dir: str = "data/cache"  # token ids, keyed by the files' manifest (path, size, mtime) and tokenizer
     num_proc: int | None = None  # processes that tokenize a corpus's first build; None: the cores available
     val_fraction: float = 0.1  # the last fraction of the tokens is the validation split
@@ -56,10 +59,18 @@ class DataConfig:
     name: str | None = None  # shown in logs; default the file's stem or the corpus name
 
     def __post_init__(self) -> None:
-        if self.path is None and self.corpus is None:
+        if self.path is None and self.corpus is None and self.hf_dataset is None:
             raise ConfigError(
                 "no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare"
             )
+        if self.hf_dataset is not None and (not isinstance(self.hf_dataset, str) or not self.hf_dataset):
+            raise ConfigError(
+                f"data.hf_dataset must name a dataset (or a save_to_disk folder), got {self.hf_dataset!r}"
+            )
+        if self.hf_dataset is not None and self.path is not None:
+            raise ConfigError("data.path and data.hf_dataset both name the text; set one of them (the other null)")
+        if not isinstance(self.hf_split, str) or not self.hf_split:
+            raise ConfigError(f"data.hf_split must name a split of data.hf_dataset (e.g. train), got {self.hf_split!r}")
         require_int(self.context_length, "data.context_length")
         require_int(self.batch_size, "data.batch_size")
         require_int(self.num_workers, "data.num_workers", minimum=0)
@@ -74,7 +85,8 @@ class DataConfig:
             )
         self.tokenizer = dict(self.tokenizer)
         if self.name is None:
-            self.name = Path(str(self.path)).stem if self.path is not None else self.corpus
+            source = self.path or self.hf_dataset
+            self.name = Path(str(source)).stem if source is not None else self.corpus
         kind = self.tokenizer.get("kind", "tiktoken")
         if kind == "char" and not self.corpus_vocab:
             raise ConfigError(
@@ -150,7 +162,10 @@ class TextDataModule(L.LightningDataModule):
             return Path(self.cfg.path)
         return prepare_named_corpus(self.cfg.corpus, self.data_dir)
 
-    def _corpus(self) -> Corpus:
+    def _corpus(self):
+        """The files of ``data.path`` or the named corpus, or the dataset of ``data.hf_dataset`` (before both)."""
+        if self.cfg.hf_dataset is not None:
+            return open_hf_corpus(self.cfg.hf_dataset, self.cfg.hf_split, self.cfg.text_field)
         return open_corpus(self._source(), self.cfg.text_field)
 
     def _base_tokenizer(self):

@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from attnlab.data.corpus import Corpus, no_text
+from attnlab.data.hf_datasets import HFCorpus
 from attnlab.data.pool import Chunk, cores, encode_chunks
 from attnlab.data.token_file import TokenizedCorpus, dtype_for, read_token_file, sidecar_of, write_token_file
 from attnlab.data.tokenizer import EOT_TEXT, BaseTokenizer, CorpusVocabTokenizer
@@ -50,6 +51,8 @@ from attnlab.runs.storage import raise_if_refused
 
 log = logging.getLogger(__name__)
 
+Source = Corpus | HFCorpus  # files (data.path, a named corpus) or a Hugging Face dataset (data.hf_dataset)
+
 CACHE_FORMAT = 1  # in the key: a new layout of the cache makes new keys
 CHUNK_CHARS = 1 << 21  # characters a worker gets at a time
 PARALLEL_BYTES = 32 << 20  # a smaller corpus is tokenized in this process (workers take a second to start)
@@ -57,16 +60,12 @@ BLOCK_TOKENS = 1 << 20  # ids the second pass maps at a time (about 25 MB of arr
 PROGRESS_AFTER_S = 2.0  # a build that takes longer shows a progress bar on stderr
 
 
-def cache_key(corpus: Corpus, base: BaseTokenizer, max_vocab: int | None, corpus_vocab: bool) -> dict[str, Any]:
+def cache_key(corpus: Source, base: BaseTokenizer, max_vocab: int | None, corpus_vocab: bool) -> dict[str, Any]:
     """The fields that decide whether a cache is current (names and ``stat`` only, no text), as
     JSON gives them back (lists, not tuples), so a sidecar's compare equal."""
     key = {
         "cache_format": CACHE_FORMAT,
-        "source": {
-            "path": str(corpus.source.absolute()),
-            "text_field": corpus.text_field,
-            "files": corpus.manifest(),
-        },
+        "source": corpus.key(),
         "tokenizer": base.name,
         "ids": "corpus_vocab" if corpus_vocab else "base",
         "max_vocab": max_vocab,
@@ -83,7 +82,7 @@ def cache_path(cache_dir: str | Path, key: dict[str, Any]) -> Path:
 
 
 def load_or_build_tokens(
-    corpus: Corpus,
+    corpus: Source,
     base: BaseTokenizer,
     cache_dir: str | Path,
     max_vocab: int | None = None,
@@ -107,7 +106,7 @@ def load_or_build_tokens(
     return read_token_file(path)
 
 
-def build_tokens(corpus: Corpus, base: BaseTokenizer, path: Path, key: dict[str, Any], num_proc: int) -> None:
+def build_tokens(corpus: Source, base: BaseTokenizer, path: Path, key: dict[str, Any], num_proc: int) -> None:
     """Tokenize ``corpus`` into the token file ``path`` and its sidecar (the module's docstring)."""
     started, size = time.perf_counter(), corpus.size()
     made = not path.parent.exists()
@@ -120,7 +119,7 @@ def build_tokens(corpus: Corpus, base: BaseTokenizer, path: Path, key: dict[str,
             total=size,
             unit="B",
             unit_scale=True,
-            desc=f"tokenizing {corpus.source.name}",
+            desc=f"tokenizing {corpus.name}",
             delay=PROGRESS_AFTER_S,
             file=sys.stderr,
         ) as bar:
@@ -143,7 +142,7 @@ def build_tokens(corpus: Corpus, base: BaseTokenizer, path: Path, key: dict[str,
     seconds = time.perf_counter() - started
     log.info(
         "tokenized %s: %d tokens, %s in %.1f s (%.1f MB/s) -> %s",
-        corpus.source,
+        corpus.label,
         meta["num_tokens"],
         f"vocabulary {len(meta['vocab'])}" if meta["vocab"] is not None else f"base ids of {base.name}",
         seconds,
@@ -153,7 +152,7 @@ def build_tokens(corpus: Corpus, base: BaseTokenizer, path: Path, key: dict[str,
 
 
 def _base_ids(
-    corpus: Corpus, base: BaseTokenizer, num_proc: int, parallel: bool, counts: np.ndarray, bar: tqdm
+    corpus: Source, base: BaseTokenizer, num_proc: int, parallel: bool, counts: np.ndarray, bar: tqdm
 ) -> Iterator[np.ndarray]:
     """(n,) uint32 base ids, chunk after chunk (the end-of-text id between documents), counted into ``counts``."""
     init = (base.kind, base.enc.name if base.kind == "tiktoken" else None, base.eot_id)  # the name tiktoken loaded
@@ -162,18 +161,19 @@ def _base_ids(
         counts += np.bincount(ids, minlength=len(counts))  # (base V,)
         yield ids
     if not has_text[0]:
-        raise no_text(corpus.source)
+        raise no_text(corpus.label)
 
 
-def _chunks(corpus: Corpus, bar: tqdm, has_text: list[bool]) -> Iterator[Chunk]:
+def _chunks(corpus: Source, bar: tqdm, has_text: list[bool]) -> Iterator[Chunk]:
     """The corpus's pieces in chunks of about :data:`CHUNK_CHARS`; each piece that begins a
-    document after the first is marked for the end-of-text id. Advances ``bar`` by the files' bytes."""
+    document after the first is marked for the end-of-text id. Advances ``bar`` by the files' bytes
+    (a dataset's rows: by their characters)."""
     chunk: Chunk = []
     chars, first, file, left = 0, True, None, 0
     for at, piece in corpus.pieces():
-        if at != file:
+        if at != file or at is None:  # None: rows of a dataset, whose Arrow files are about as large as the text
             bar.update(left)  # the rest of the previous file (a .gz: its compressed size)
-            file, left = at, at.stat().st_size
+            file, left = at, at.stat().st_size if at is not None else len(piece.text)
         chunk.append((piece.text, piece.starts and not first))
         first = False
         has_text[0] = has_text[0] or not piece.text.isspace() and piece.text != ""
