@@ -270,6 +270,24 @@ def test_worker_processes_give_the_ids_one_process_gives(tmp_path, cl100k, monke
     np.testing.assert_array_equal(two.ids, one)
 
 
+def _die(chunk):
+    os._exit(3)  # as the kernel's out-of-memory killer ends a worker
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_the_build_with_one_line_and_leaves_nothing(tmp_path, cl100k, monkeypatch):
+    import attnlab.data.pool as pool_mod
+
+    root = folder(tmp_path, [text_of(200, seed) for seed in range(3)])
+    monkeypatch.setattr(cache_mod, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(pool_mod, "encode_chunk", _die)
+    with pytest.raises(
+        DataError, match=r"^a tokenizer process ended abruptly \(killed for memory\? .*data.num_proc=1$"
+    ):
+        load_or_build_tokens(open_corpus(root), cl100k, tmp_path / "cache", num_proc=2)
+    assert cache_files(tmp_path / "cache") == []
+
+
 def test_a_slow_build_shows_a_progress_bar_on_stderr(tmp_path, cl100k, monkeypatch, capsys):
     root = folder(tmp_path, [text_of(50, seed) for seed in range(3)])
     load_or_build_tokens(open_corpus(root), cl100k, tmp_path / "quick")

