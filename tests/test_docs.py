@@ -11,14 +11,11 @@ from omegaconf import OmegaConf
 
 from attnlab.cli import TOOLS, prepare_argv
 from attnlab.data.corpus import NAMED_CORPORA
-from attnlab.data.datamodule import DataConfig
 from attnlab.errors import AttnlabError
-from attnlab.model import ModelConfig
 from attnlab.preflight import compose_checked, composing
 from attnlab.sweeps.plan import first_job, plan_sweep
 from attnlab.sweeps.report import argument_parser as report_arguments
-from attnlab.training.lit_gpt import split_runtime_options
-from attnlab.training.optim import OptimConfig
+from attnlab.training.task import validate_settings
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -81,14 +78,6 @@ def shell_words(command: str) -> list[str]:
     return words
 
 
-def check_train_config(cfg) -> None:
-    """What a run checks in its first second (attnlab.training.task.validate_config) but the devices."""
-    model, _ = split_runtime_options(OmegaConf.to_container(cfg.model, resolve=True))
-    ModelConfig.from_dict({**model, "vocab_size": 1})
-    OptimConfig.from_dict(OmegaConf.to_container(cfg.optim, resolve=True))
-    DataConfig.from_dict(OmegaConf.to_container(cfg.data, resolve=True))
-
-
 def check_hydra_command(config_name: str, args: list[str]) -> None:
     overrides, multirun, skip = [], False, False
     for arg in args:
@@ -109,7 +98,7 @@ def check_hydra_command(config_name: str, args: list[str]) -> None:
         for job in jobs:
             cfg = compose_checked(config_name, job)  # an unknown key or option: attnlab's one line
             if config_name == "config":
-                check_train_config(cfg)
+                validate_settings(cfg)  # what a run checks in its first second, but the devices
 
 
 def make_targets() -> set[str]:
@@ -249,7 +238,8 @@ def test_the_python_examples_of_looking_inside_run(compose, monkeypatch):
     import torch
 
     import attnlab.runs.checkpoint
-    from attnlab.model import GPT
+    from attnlab.model import GPT, ModelConfig
+    from attnlab.training.lit_gpt import split_runtime_options
 
     model, _ = split_runtime_options(OmegaConf.to_container(compose("experiment=induction_heads").model, resolve=True))
     torch.manual_seed(0)

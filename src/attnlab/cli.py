@@ -44,7 +44,7 @@ from attnlab.preflight import Check, dry_run, preflight
 from attnlab.system.resolvers import register_resolvers
 
 # Keys whose values are text, never Hydra syntax.
-FREE_TEXT_KEYS = ("prompt", "text", "callbacks.attention.text", "callbacks.samples.prompt")
+FREE_TEXT_KEYS = ("prompt", "text", "source", "callbacks.attention.text", "callbacks.samples.prompt")
 
 # attnlab <tool>: (config in conf/, module whose main(cfg) runs it, what it does)
 TOOLS = {

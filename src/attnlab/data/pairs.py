@@ -29,8 +29,9 @@ KINDS = f"{', '.join(PAIR_SUFFIXES)} (each also {GZIP_SUFFIX})"
 Pair = tuple[str, str]  # (source, target)
 
 
-def read_pairs(path: str | Path, source_field: str = "source", target_field: str = "target") -> list[Pair]:
-    """The pairs of one TSV or JSON Lines file, in file order."""
+def check_pairs_path(path: str | Path) -> str:
+    """``path``'s kind of pairs file by its name (its suffix, of :data:`PAIR_SUFFIXES`), without
+    reading it; one line if it is missing, a folder or not a pairs file (a run's first-second check)."""
     path = Path(path).expanduser()
     name = path.name.lower().removesuffix(GZIP_SUFFIX)
     suffix = next((s for s in PAIR_SUFFIXES if name.endswith(s)), None)
@@ -42,6 +43,13 @@ def read_pairs(path: str | Path, source_field: str = "source", target_field: str
             f"data.path {str(path)!r} is {what}; point data.path at one file of pairs: {KINDS} "
             f"(source<TAB>target a line, or JSON Lines with data.source_field and data.target_field)"
         )
+    return suffix
+
+
+def read_pairs(path: str | Path, source_field: str = "source", target_field: str = "target") -> list[Pair]:
+    """The pairs of one TSV or JSON Lines file, in file order."""
+    suffix = check_pairs_path(path)
+    path = Path(path).expanduser()
     text = _file_text(path).removeprefix("\ufeff")  # a byte-order mark, as some editors write
     lines = text.split("\n")  # only \n: a JSON string or a TSV field may hold U+2028 and the like
     if suffix in TSV_SUFFIXES:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.data.corpus import check_text_path
 from attnlab.data.datamodule import DataConfig, TextDataModule
+from attnlab.data.pairs import check_pairs_path
 from attnlab.data.seq2seq import Seq2SeqDataConfig, Seq2SeqDataModule
 from attnlab.errors import ConfigError
 from attnlab.model import ModelConfig, TransformerConfig
@@ -71,26 +72,33 @@ def is_seq2seq(cfg: DictConfig) -> bool:
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail in the first second on values that would fail later (vocab_size is not known yet)."""
+    validate_settings(cfg)
+    data = _container(cfg.data)
+    if data.get("path") is not None:  # the data's file or folder is there, in a format attnlab reads
+        (check_pairs_path if is_seq2seq(cfg) else check_text_path)(data["path"])
+    check_devices(_container(cfg.trainer))
+
+
+def validate_settings(cfg: DictConfig) -> None:
+    """The values of model.*, optim.* and data.*, checked (:func:`validate_config` without the
+    files and devices, which the docs' examples name but this machine need not have)."""
     OptimConfig.from_dict(_container(cfg.optim))
     if is_seq2seq(cfg):
         model, _ = split_seq2seq_options(_container(cfg.model))  # compile, beam_size: runtime switches
         TransformerConfig.from_dict({**model, "src_vocab_size": 1, "tgt_vocab_size": 1})
-        data = Seq2SeqDataConfig.from_dict(_container(cfg.data))
-        if data.path is not None and not Path(data.path).is_file():
-            raise ConfigError(f"data.path={data.path}: no such file; give a .tsv or .jsonl file of pairs")
+        Seq2SeqDataConfig.from_dict(_container(cfg.data))
     else:
         model, _ = split_runtime_options(_container(cfg.model))  # model.compile: a runtime switch
         ModelConfig.from_dict({**model, "vocab_size": 1})
-        data = DataConfig.from_dict(_container(cfg.data))
-        if data.path is not None:
-            check_text_path(data.path)
-    check_devices(_container(cfg.trainer))
+        DataConfig.from_dict(_container(cfg.data))
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     """The Trainer with the callbacks of ``callbacks.*`` and the loggers of ``logger.*`` (each built
     with ``hydra.utils.instantiate``); Lightning's objections to ``trainer.*`` as one line."""
     trainer_args = _container(cfg.trainer)
+    if isinstance(trainer_args.get("strategy"), dict):  # a strategy object (trainer=fsdp: attnlab.training.fsdp)
+        trainer_args["strategy"] = instantiate(trainer_args["strategy"])
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not trainer_args.get("enable_progress_bar", True):  # the bar callback would contradict it
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
