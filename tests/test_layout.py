@@ -59,7 +59,8 @@ def test_no_import_cycles():
     found = modules()
     # every module imports the root package as its parent, before anything else: an edge to it closes no cycle
     graph = {name: imports(path, set(found)) - {name, "attnlab"} for name, path in found.items()}
-    assert imports(found["attnlab"], set(found)) <= {"attnlab.tools.export"}  # attnlab.load, imported when called
+    # attnlab.load and attnlab.show_attention, imported when called
+    assert imports(found["attnlab"], set(found)) <= {"attnlab.tools.export", "attnlab.tools.attend"}
 
     def cycle_from(start):
         stack = [(start, [start])]

@@ -1,5 +1,5 @@
 """What a run's TensorBoard opens on: the CUSTOM SCALARS layout, SCALARS without ``epoch``, the
-HPARAMS columns, the TEXT samples and the attention maps' key and scale."""
+HPARAMS columns, the TEXT samples and the attention maps' key and scale (the run: conftest.tiny_run)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugin_util import markdown_to_safe_html
 from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
 from tensorboard.plugins.hparams.api_pb2 import DataType
@@ -21,31 +19,6 @@ from attnlab.observe.attention_maps import _draw, token_key
 from attnlab.observe.hparams import run_hparams
 from attnlab.observe.samples import continuation_markdown
 from attnlab.observe.tensorboard import CHARTS, AttentionMaps
-from tests.conftest import ROOT
-
-OVERRIDES = ["debug=tiny", "optim.lr=0.003", "model.bias=false"]  # as Hydra records a command line
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A `python train.py debug=tiny optim.lr=0.003 model.bias=false` run, trained in process."""
-    from hydra import compose, initialize_config_dir
-
-    from attnlab.training.task import train
-
-    tmp = tmp_path_factory.mktemp("tensorboard")
-    run = tmp / "run"
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(OVERRIDES))  # what Hydra writes at launch
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"paths.root={ROOT}", f"paths.output_dir={run}", f"data.cache_dir={tmp / 'cache'}", *OVERRIDES],
-        )
-    train(cfg)
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
-    events.Reload()
-    return run, events
 
 
 def test_custom_scalars_put_train_and_val_loss_on_one_chart_with_the_runs_own_tags(tiny_run):

@@ -253,7 +253,7 @@ def test_attend_keeps_the_maps_of_every_call_and_prints_where_they_went(run, cap
     calls = [folder / "attention" / "2026-12-01_22-10-38", folder / "attention" / "2026-12-01_22-10-38-2"]
     assert sorted((folder / "attention").iterdir()) == calls
     for call, paths in zip(calls, (first, second)):
-        assert paths == [call / "layer_0.png", call / "layer_0_mean.png"]  # debug=tiny: one layer
+        assert paths == [call / name for name in ("layer_0.png", "layer_0_mean.png", "attention.html")]  # one layer
     assert [p.read_bytes() for p in first] == first_bytes  # the second call left the first's maps alone
     assert [p.read_bytes() for p in second] != first_bytes  # another text, other maps
     assert capsys.readouterr().out.splitlines() == [str(p) for p in first + second]

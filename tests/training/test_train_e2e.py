@@ -196,7 +196,9 @@ def test_attnlab_attend_writes_pngs_into_the_run(trained_run, tmp_path):
     printed = [line for line in result.stdout.splitlines() if line.endswith(".png")]
     assert printed == [str(tmp_path / f"layer_{i}{s}.png") for i in range(2) for s in ("", "_mean")]
     assert Image.open(printed[0]).size[0] > 200
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.split("/")[-1] for p in printed)  # nothing else
+    assert result.stdout.splitlines()[-1] == str(tmp_path / "attention.html")  # the explorer, beside the maps
+    written = sorted(["attention.html", *(p.split("/")[-1] for p in printed)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == written  # nothing else
 
     bad = run_tool("attend", f"ckpt_path={run_dir}", "text=zebra xylophone", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -37,16 +37,37 @@ _BASE_FONT = "DejaVu Sans"  # matplotlib's own font: Latin, Greek, Cyrillic, arr
 # --------------------------------------------------------------------------------------------
 
 
+CJK_FAMILY = "Noto Sans CJK SC"  # a family of the noto-cjk-sans-otc package (a dependency): Simplified Chinese first
+
+
+def _cjk_package_font() -> str | None:
+    """The file of the CJK font package, ``noto-cjk-sans-otc`` (Noto Sans CJK Regular, every
+    CJK script), added to matplotlib's fonts; None when it is not installed."""
+    try:
+        import noto_cjk_sans_otc
+    except ImportError:
+        return None
+    from matplotlib import font_manager
+
+    path = str(noto_cjk_sans_otc.FONT_PATH)
+    font_manager.fontManager.addfont(path)  # every face of the collection: JP, KR, SC, TC, HK
+    return path
+
+
 @cache
 def _fonts() -> tuple[tuple[str, ...], frozenset[int]]:
     """Font families to draw labels with (matplotlib falls back glyph by glyph along the list),
-    and the set of code points they cover between them. A CJK-capable font is added when one is
-    installed (Noto Sans CJK, Source Han Sans, WenQuanYi, Droid Sans Fallback, ...)."""
+    and the set of code points they cover between them: matplotlib's own font, then Noto Sans CJK
+    from the ``noto-cjk-sans-otc`` package, or else a CJK-capable font installed on the system
+    (Noto Sans CJK, Source Han Sans, WenQuanYi, Droid Sans Fallback, ...)."""
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
     families, covered = [_BASE_FONT], set()
     covered |= set(FT2Font(font_manager.findfont(_BASE_FONT)).get_charmap())
+    package = _cjk_package_font()
+    if package is not None:
+        return (_BASE_FONT, CJK_FAMILY), frozenset(covered | set(FT2Font(package).get_charmap()))
     for entry in sorted(font_manager.fontManager.ttflist, key=lambda f: f.name):
         if entry.name in families or entry.name.startswith("Last Resort"):  # placeholder boxes, not glyphs
             continue

@@ -44,7 +44,7 @@ from attnlab.observe.heads import (
     scalar_tags,
     summary_metrics,
 )
-from attnlab.observe.tensorboard import AtEachValidation, tensorboard_writers, validation_ids
+from attnlab.observe.tensorboard import AtEachValidation, side_data_logs, tensorboard_writers, validation_ids
 
 IN_CONTEXT = "heads/in_context"  # the scalar, and its name in callback_metrics and metrics.json
 
@@ -122,12 +122,23 @@ class HeadScores(AtEachValidation):
                 val_ids, cfg.context_length, cfg.vocab_size, self.batch_size, self.in_context_windows, self.seed
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        """The untrained model's scores, for the explorer's side data only (the attention callback's step 0)."""
+        logs = side_data_logs(trainer)
+        if trainer.global_step == 0 and logs and self.probe is not None and trainer.is_global_zero:
+            with trainer.precision_plugin.forward_context():
+                scores, in_context = measure(pl_module.model, self.probe)
+            for side in logs:
+                side.add_scores(0, scores, in_context)
+
     def log_at(self, trainer: L.Trainer, pl_module, step: int) -> None:
         if self.probe is None or not trainer.is_global_zero or step == self.last_step:
             return  # no split, another rank, or these weights are measured (every_n_steps at a validation)
         self.last_step = step
         with trainer.precision_plugin.forward_context():  # the run's autocast, if any
             scores, in_context = measure(pl_module.model, self.probe)
+        for side in side_data_logs(trainer):  # the explorer shows them beside each head
+            side.add_scores(step, scores, in_context)
         scalars = {**scalar_tags(scores), IN_CONTEXT: in_context}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step)

@@ -1,6 +1,7 @@
 """The TensorBoard side of every run: its logger (conf/logger/tensorboard.yaml) and callbacks
-(conf/callbacks/default.yaml): attention maps (IMAGES), samples (TEXT), tokens/s (SCALARS), and the
-run record (model summary, HPARAMS, the CUSTOM SCALARS layout).
+(conf/callbacks/default.yaml): attention maps (IMAGES, and the explorer's side data in
+``<run>/attention_log/``), samples (TEXT), tokens/s (SCALARS), and the run record (model summary,
+HPARAMS, the CUSTOM SCALARS layout).
 
 They write to every TensorBoard logger of the trainer (other loggers get the scalars only). Images
 and text are filed under the same step as the validation scalars, so the IMAGES and TEXT tabs line
@@ -25,8 +26,9 @@ from torch.utils.tensorboard.summary import text as text_summary
 
 from attnlab.errors import ConfigError
 from attnlab.observe.attention_maps import SCALES, attention_images
+from attnlab.observe.explorer.log import write_attention, write_scores
 from attnlab.observe.hparams import log_hparams, run_hparams
-from attnlab.observe.probe import default_probe, probe_ids
+from attnlab.observe.probe import default_probe, probe_attention, probe_ids
 from attnlab.observe.samples import sample_markdown
 from attnlab.observe.summary import model_summary
 from attnlab.runs import layout
@@ -122,14 +124,26 @@ class AttentionMaps(AtEachValidation):
     Tags ``attention/layer_{i}`` (a grid of all heads) and ``attention/layer_{i}_mean``. The
     probe runs the trained weights through the ``explicit`` attention path in eval mode; training
     keeps its own path and pays nothing between logs.
+
+    With ``log_dir`` (``<run>/attention_log``) it also writes the explorer's side data there
+    (:mod:`attnlab.observe.explorer.log`) at the same steps and at step 0, before the first
+    training step: the probe's tokens and every head's weights; the ``heads`` callback hands its
+    scores to :meth:`add_scores`. Rank zero only.
     """
 
-    def __init__(self, text: str | None = None, every_n_steps: int | None = None, scale: str = "linear"):
+    def __init__(
+        self,
+        text: str | None = None,
+        every_n_steps: int | None = None,
+        scale: str = "linear",
+        log_dir: str | Path | None = None,
+    ):
         if scale not in SCALES:
             raise ConfigError(f"callbacks.attention.scale={scale}: set it to one of {', '.join(SCALES)}")
         self.text = text
         self.every_n_steps = every_n_steps
         self.scale = scale
+        self.log_dir = Path(log_dir) if log_dir else None
         self.ids: torch.Tensor | None = None
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
@@ -137,7 +151,12 @@ class AttentionMaps(AtEachValidation):
         if tokenizer is not None:
             self.ids = probe_ids(self.text, tokenizer, validation_ids(trainer), pl_module.model.cfg.context_length)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.global_step == 0:  # the untrained model (a resumed run has logged it)
+            self.write_side_data(trainer, pl_module, 0)
+
     def log_at(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        self.write_side_data(trainer, pl_module, step)
         writers = tensorboard_writers(trainer)
         if not writers or self.ids is None or not trainer.is_global_zero:
             return
@@ -147,6 +166,24 @@ class AttentionMaps(AtEachValidation):
         for writer in writers:
             for tag, image in images.items():
                 writer.add_image(tag, image, step, dataformats="HWC")
+
+    def write_side_data(self, trainer: L.Trainer, pl_module, step: int) -> None:
+        """``<log_dir>/step_<step>.npz``: the probe's tokens and every head's weights."""
+        if self.log_dir is None or self.ids is None or not trainer.is_global_zero:
+            return
+        ids = self.ids.tolist()
+        tokens = [pl_module.tokenizer.decode([i]) for i in ids]
+        write_attention(self.log_dir, step, tokens, ids, probe_attention(pl_module.model, self.ids))
+
+    def add_scores(self, step: int, scores: dict[str, torch.Tensor], in_context: float | None) -> None:
+        """``<log_dir>/heads_<step>.json``: the head scores measured at ``step`` ({name: (L, nh)})."""
+        if self.log_dir is not None:
+            write_scores(self.log_dir, step, {name: value.numpy() for name, value in scores.items()}, in_context)
+
+
+def side_data_logs(trainer: L.Trainer) -> list[AttentionMaps]:
+    """The trainer's attention callbacks that write the explorer's side data."""
+    return [cb for cb in trainer.callbacks if isinstance(cb, AttentionMaps) and cb.log_dir is not None]
 
 
 class Samples(L.Callback):
