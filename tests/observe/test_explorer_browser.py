@@ -157,13 +157,15 @@ def page(browser):
 
 
 def shot(target, name: str) -> None:
-    """docs/images/explorer-<name>.png, in 256 colours (small), when ATTNLAB_SCREENSHOTS names the folder."""
+    """docs/images/explorer-<name>.png when ATTNLAB_SCREENSHOTS names the folder; in 256 colours
+    when it would be over 280 kB."""
     if SHOTS:
         from PIL import Image
 
         path = Path(SHOTS) / f"explorer-{name}.png"
         target.screenshot(path=str(path))
-        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+        if path.stat().st_size > 280_000:
+            Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def open_run(page, base: str, run: str):
@@ -239,13 +241,16 @@ def test_hovering_a_query_shades_every_key_by_the_logged_weights_of_each_ticked_
         assert shown == [float(logged.weights[0, 0, q, k]), float(logged.weights[2, 3, q, k])]
     assert page.locator(f".ax-tok[data-i='{q + 1}']").get_attribute("data-w") is None  # a later token: unshaded
     assert page.locator(".ax-tok").count() == 64 and "⇥" in page.locator(".ax-tokens").inner_text()
+    page.locator(".ax-text").scroll_into_view_if_needed()
+    shot(page, "text")
     page.locator(".ax-sort").select_option("prev_token")
     order = page.locator(".ax-card").evaluate_all("cs => cs.map(c => [+c.dataset.layer, +c.dataset.head])")
     prev = logged.scores["prev_token"]
     assert [prev[layer][head] for layer, head in order] == sorted((v for row in prev for v in row), reverse=True)
     page.locator(".ax-scale").select_option("sqrt")
     assert page.locator(".ax-scale-name").inner_text() == "attention weight, square-root scale"
-    shot(page, "text")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "sorted")
 
 
 def test_a_256_token_probe_loads_and_changes_step_without_freezing(server, page):

@@ -180,20 +180,22 @@ const LAYOUT = `
   </div>
   <div class="ax-main">
     <section class="ax-grid"></section>
-    <section class="ax-zoom">
-      <h3 class="ax-zoom-title"></h3>
-      <div class="ax-zoom-scroll"><div class="ax-zoom-grid"><span></span><div class="ax-xlabels"></div>
-        <div class="ax-ylabels"></div><div class="ax-zoom-plot"><canvas class="ax-zoom-canvas"></canvas>
-        <div class="ax-cell" hidden></div></div></div></div>
-      <div class="ax-tip">hover a cell: query token, key token and weight</div>
-    </section>
+    <div class="ax-side">
+      <section class="ax-zoom">
+        <h3 class="ax-zoom-title"></h3>
+        <div class="ax-zoom-scroll"><div class="ax-zoom-grid"><span></span><div class="ax-xlabels"></div>
+          <div class="ax-ylabels"></div><div class="ax-zoom-plot"><canvas class="ax-zoom-canvas"></canvas>
+          <div class="ax-cell" hidden></div></div></div></div>
+        <div class="ax-tip">hover a cell: query token, key token and weight</div>
+      </section>
+      <section class="ax-text">
+        <h3>text view <span class="ax-chips"></span></h3>
+        <p class="ax-help">Hover a token (click to pin it): every earlier token is shaded by the weight the
+          ticked heads give it, one colour per head. Tick heads in the grid.</p>
+        <div class="ax-tokens"></div>
+      </section>
+    </div>
   </div>
-  <section class="ax-text">
-    <h3>text view <span class="ax-chips"></span></h3>
-    <p class="ax-help">Hover a token (click to pin it): every earlier token is shaded by the weight the
-      ticked heads give it, one colour per head. Tick heads in the grid.</p>
-    <div class="ax-tokens"></div>
-  </section>
 </div>`;
 
 export async function mount(root, source) {
@@ -299,7 +301,7 @@ export async function mount(root, source) {
   function drawZoom() {
     const { T, tokens, ids } = state.data;
     const [l, h] = state.zoom;
-    const cell = Math.max(2, Math.min(22, Math.floor(560 / T)));
+    const cell = Math.max(2, Math.min(22, Math.floor(440 / T)));
     paint(ui.zoom, state.data.weights, offset(l, h), T, scale().f);
     ui.zoom.style.width = ui.zoom.style.height = T * cell + "px";
     ui.zoom.dataset.cell = cell;
@@ -448,7 +450,8 @@ export async function mount(root, source) {
     show("cannot list the runs: " + err.message);
     return;
   }
-  for (const r of runs) ui.run.append(new Option(r.run + (r.steps ? "  (" + r.steps + " steps)" : "  (no attention logged)"), r.run));
+  const count = (n) => (n === 1 ? "  (1 step)" : n ? "  (" + n + " steps)" : "  (no attention logged)");
+  for (const r of runs) ui.run.append(new Option(r.run + count(r.steps), r.run));
   ui.run.disabled = runs.length < 2;
   if (!runs.length) {
     show("no runs in this log folder");
