@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from attnlab.runs.atomic import atomic_write
-from bench import attention, budget, data, fresh, generation, gpu, head_scores, hook_points, train_step
+from bench import attention, budget, data, fresh, generation, gpu, head_scores, hook_points, seq2seq, train_step
 from bench.common import ROOT, machine
 
 # section -> the function that measures it (each run in a fresh process)
@@ -31,6 +31,7 @@ SECTIONS = {
     "gpu": "bench.gpu:run",
     "head_scores": "bench.head_scores:run",
     "hook_points": "bench.hook_points:run",
+    "seq2seq": "bench.seq2seq:run",
 }
 # measured only when asked for (`--only ablation`, ~17 min): kept in results.json across later runs
 OPTIONAL = {"ablation": "bench.budget:run_ablation"}
@@ -72,6 +73,10 @@ def render(results: dict) -> str:
         ("6. GPU", gpu.table(sections["gpu"])),
         ("7. Per-head scores at each validation (`callbacks.heads`)", head_scores.table(sections["head_scores"])),
         ("8. Hook points in a training step", hook_points.table(sections["hook_points"])),
+        (
+            "9. Encoder–decoder: Lightning vs a hand-written `torch.nn.Transformer` loop, and the dates preset",
+            seq2seq.table(sections["seq2seq"]),
+        ),
     ]
     parts = [
         BEGIN,

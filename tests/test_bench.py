@@ -54,6 +54,18 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     heads = results["sections"]["head_scores"]  # one callbacks.heads measurement against one validation pass
     assert heads["validation_s"] > 0 and heads["scores_s"] > 0 and heads["callback_s"] > 0 and heads["images"] == 7
     assert heads["share"] == pytest.approx(heads["callback_s"] / heads["validation_s"])  # one round: its ratio
+    seq2seq = results["sections"]["seq2seq"]
+    (s2s_step,) = seq2seq["steps"]  # quick: fp32 only
+    assert s2s_step["lightning_ms"] > 0 and s2s_step["hand_attnlab_ms"] > 0 and s2s_step["hand_ms"] > 0
+    # nn.Transformer from Lightning's initial weights on the same batches: as many parameters, the same loss
+    assert s2s_step["parameters"]["attnlab"] == s2s_step["parameters"]["torch"]
+    losses = s2s_step["final_loss"]
+    assert losses["lightning"] == pytest.approx(losses["hand_attnlab"], rel=1e-6)  # the same model
+    assert losses["lightning"] == pytest.approx(losses["hand"], rel=1e-5)
+    preset, decoding = seq2seq["preset"], seq2seq["decoding"]
+    assert preset["steps"] > 0 and 0 <= preset["exact_match"] <= 1 and preset["max_time"] == "00:00:00:01"
+    assert [r["beams"] for r in decoding["rows"]] == [1, 4] and all(r["pairs_per_s"] > 0 for r in decoding["rows"])
+    assert decoding["rows"][0]["exact_match"] == pytest.approx(preset["exact_match"])  # greedy: the run's own figure
 
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n\nhand-written intro\n\n" + bench_run.BEGIN)
@@ -69,6 +81,7 @@ def test_quick_bench_writes_results_and_only_the_marked_part_of_the_doc(tmp_path
     assert "### 5. Generation" in text and "| 16 |" in text and "### 6. GPU" in text
     assert "### 7. Per-head scores" in text and "| `heads`: all of it (with the images) |" in text
     assert "What each choice" not in text  # the ablation only when asked for
+    assert "### 9. Encoder–decoder" in text and "| greedy |" in text and "| beam search, 4 beams |" in text
 
 
 def test_only_measures_the_sections_named_and_keeps_the_rest_from_this_machine(tmp_path, monkeypatch):
@@ -119,3 +132,37 @@ def test_naive_attention_matches_both_implementations():
     with torch.no_grad():
         for impl in ("explicit", "sdpa"):
             torch.testing.assert_close(naive_attention(attn, x), attn(x, impl=impl), atol=1e-5, rtol=1e-5)
+
+
+def test_torch_transformer_computes_what_the_encoder_decoder_computes():
+    """bench.seq2seq's nn.Transformer with the encoder–decoder's weights: the same logits at every real
+    target position, with padding on both sides."""
+    import torch
+
+    from attnlab.model import EncoderDecoder, TransformerConfig
+    from bench.seq2seq import TorchTransformer
+
+    cfg = TransformerConfig(
+        src_vocab_size=11,
+        tgt_vocab_size=11,
+        d_model=16,
+        num_heads=2,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        activation="relu",
+        share_embeddings=True,
+        src_context_length=9,
+        tgt_context_length=7,
+    )
+    torch.manual_seed(0)
+    model = EncoderDecoder(cfg).eval()
+    torch_model = TorchTransformer(cfg).eval()
+    torch_model.load_from(model)
+    assert torch_model.lm_head.weight is torch_model.embedding.weight
+    assert sum(p.numel() for p in torch_model.parameters()) == model.num_parameters()
+    src, tgt = torch.randint(0, 11, (3, 9)), torch.randint(0, 11, (3, 7))
+    src_mask = torch.arange(9) < torch.tensor([[9], [4], [1]])  # (3, 9) True at real tokens
+    tgt_mask = torch.arange(7) < torch.tensor([[2], [7], [5]])  # (3, 7)
+    with torch.no_grad():
+        ours, theirs = model(src, tgt, src_mask, tgt_mask), torch_model(src, tgt, src_mask, tgt_mask)  # (3, 7, V)
+    torch.testing.assert_close(theirs[tgt_mask], ours[tgt_mask], atol=1e-5, rtol=1e-5)
