@@ -88,7 +88,8 @@ def test_model_summary_of_attention_only_blocks():
     model = GPT(ModelConfig(vocab_size=40, context_length=8, d_model=16, num_heads=2, num_layers=2, mlp=False))
     text = model_summary(model)
     assert f"total {model.num_parameters():,} parameters" in text and "mlp=False" in text
-    assert "blocks.1.attn" in text and "ffn" not in text and "ln2" not in text
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith("blocks.")]
+    assert rows == ["blocks.0.ln1", "blocks.0.attn", "blocks.1.ln1", "blocks.1.attn"]  # no ln2, no ffn
 
 
 def test_flat_hparams_are_tensorboard_values():
