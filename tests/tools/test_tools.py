@@ -86,6 +86,23 @@ def test_generate_is_seeded_streams_the_prompt_and_reports_speed(run):
         sample("top_p=1.5")
 
 
+def test_generate_stops_a_sample_at_the_end_of_text_token(run, monkeypatch):
+    """A model trained on several documents ends a text with <|endoftext|>: the sample stops there,
+    the token is not printed, and the speed counts the tokens generated."""
+    import attnlab.tools.generate as tool
+
+    folder, _ = run
+    _, tokenizer = load_model(folder)
+    tokenizer.eot_id = 0  # stands in for a corpus of several documents (the seed sample is one)
+    real = tool.model_from_checkpoint
+    monkeypatch.setattr(tool, "model_from_checkpoint", lambda checkpoint: (real(checkpoint)[0], tokenizer))
+    monkeypatch.setattr(tool, "generate", lambda *a, **k: iter(torch.tensor([[t]]) for t in (5, 7, 0, 9)))
+    out, err = io.StringIO(), io.StringIO()
+    result = generate_text(compose("generate", f"ckpt_path={folder}", f"prompt='{PROMPT}'"), out=out, err=err)
+    assert result["texts"] == [tokenizer.decode([5, 7])] and result["tokens"] == 2
+    assert err.getvalue().startswith("2 tokens in")
+
+
 def test_a_prompt_file_gives_the_same_text_as_the_prompt(run, tmp_path):
     folder, _ = run
     (tmp_path / "prompt.txt").write_text(PROMPT, encoding="utf-8")
@@ -257,3 +274,18 @@ def test_attend_keeps_the_maps_of_every_call_and_prints_where_they_went(run, cap
     assert [p.read_bytes() for p in first] == first_bytes  # the second call left the first's maps alone
     assert [p.read_bytes() for p in second] != first_bytes  # another text, other maps
     assert capsys.readouterr().out.splitlines() == [str(p) for p in first + second]
+
+
+def test_eval_joins_a_folders_documents_with_the_end_of_text_token_as_training_does(tmp_path):
+    import numpy as np
+
+    from attnlab.data.tokenizer import CharTokenizer, CorpusVocabTokenizer
+    from attnlab.tools.eval import text_ids
+
+    (tmp_path / "a.txt").write_text("ab", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("ba", encoding="utf-8")
+    base = CharTokenizer()
+    with_eot = CorpusVocabTokenizer(base, np.array([ord("a"), ord("b"), base.eot_id]))
+    assert text_ids(str(tmp_path), with_eot).tolist() == [0, 1, with_eot.eot_id, 1, 0]
+    one_document = CorpusVocabTokenizer(base, np.array([ord("\n"), ord("a"), ord("b")]))  # no end-of-text id
+    assert one_document.decode(text_ids(str(tmp_path), one_document)) == "ab\n\nba"

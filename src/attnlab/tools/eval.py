@@ -45,8 +45,19 @@ def trained_precision(run_dir: Path, accelerator: str) -> str:
 
 def text_ids(path: str, tokenizer: Tokenizer, text_field: str = "text") -> np.ndarray:
     """The ids of a file or folder of text (any format ``data.path`` reads; records' ``text_field``)
-    under the checkpoint's tokenizer (respelled where needed)."""
-    return tokenizer.encode(read_corpus(path, text_field=text_field).text, respell=True)
+    under the checkpoint's tokenizer (respelled where needed), its documents joined as training
+    joins them: by the end-of-text token, or by a blank line when the run's corpus was one
+    document and its vocabulary has no such token."""
+    corpus = read_corpus(path, text_field=text_field)
+    eot = getattr(tokenizer, "eot_id", None)
+    if eot is None:
+        return tokenizer.encode(corpus.text, respell=True)
+    pieces = []
+    for n, document in enumerate(corpus.documents):
+        if n:
+            pieces.append(np.array([eot], dtype=np.int64))  # (1,) between documents
+        pieces.append(np.asarray(tokenizer.encode(document, respell=True), dtype=np.int64))  # (len,)
+    return np.concatenate(pieces)
 
 
 @dataclass

@@ -130,7 +130,7 @@ def generate_text(cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
         raise ConfigError('the prompt is empty; give some text, e.g. prompt="ROMEO:"')
     generator = torch.Generator(device).manual_seed(settings.seed)
 
-    texts, started = [], time.perf_counter()
+    texts, tokens, started = [], 0, time.perf_counter()
     for n in range(settings.num_samples):
         if settings.num_samples > 1:
             out.write(("\n" if n else "") + f"--- sample {n + 1} of {settings.num_samples} ---\n")
@@ -148,12 +148,14 @@ def generate_text(cfg: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
             use_cache=settings.use_cache,
             slide=settings.slide,
         ):
-            stream.add(int(nxt[0]))  # (1,): one sequence
+            if int(nxt[0]) == tokenizer.eot_id:  # (1,): one sequence; the end of a document ends the text
+                break
+            stream.add(int(nxt[0]))
+            tokens += 1
         texts.append(stream.finish())
     out.write("\n")
     out.flush()
     seconds = time.perf_counter() - started
-    tokens = settings.num_samples * settings.max_new_tokens
     speed = tokens / seconds
     how = "KV cache" if settings.use_cache else "no cache"
     print(f"{tokens} tokens in {seconds:.2f} s: {speed:.1f} tokens/s ({how}, {device.type})", file=err, flush=True)
