@@ -7,11 +7,14 @@ metrics; each keeps its model as ``self.model`` and its :class:`OptimConfig` as 
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
 from attnlab.errors import ConfigError
+from attnlab.training.fsdp import clip_grad_norm, sharded
 from attnlab.training.optim import OptimConfig, build_optimizer
 from attnlab.training.schedule import warmup_cosine
 
@@ -33,11 +36,17 @@ class LitBase(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip as ``trainer.gradient_clip_*`` say and log ``train/grad_norm``, the global L2 norm
-        of the gradients before clipping. Norm clipping returns that norm, so it is computed once."""
+        of the gradients before clipping. Norm clipping returns that norm, so it is computed once.
+        Under FSDP (``trainer=fsdp``) FSDP's own clipping measures it over every rank's shard."""
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not params:
+        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
+        if sharded(self.trainer):  # FSDP: a shard of the gradients on each rank; the norm over all of them
+            norm = clip_grad_norm(self.trainer, gradient_clip_val if by_norm else math.inf)
+            if gradient_clip_val and not by_norm:
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)  # by value: per element
+        elif not params:
             return
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+        elif by_norm:
             norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)  # what Lightning would call
         else:  # no clipping, or clipping by value
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
