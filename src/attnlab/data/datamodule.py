@@ -22,13 +22,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from attnlab.checks import from_dict, is_int, require_int
 from attnlab.data.corpus import open_corpus, prepare_named_corpus
 from attnlab.data.hf_datasets import open_hf_corpus
+from attnlab.data.loaders import loader, training_position, val_sampler
 from attnlab.data.token_cache import load_or_build_tokens
 from attnlab.data.token_file import TokenizedCorpus
 from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
@@ -218,24 +218,8 @@ class TextDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
 
-    def _pin_memory(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def _generator(self) -> torch.Generator:
-        """A loader's own generator: each ``iter(loader)`` draws a seed from it, and without one
-        that draw comes from the global RNG, shifting dropout's random numbers at every
-        validation and making a resumed run (which restores the global RNG) differ."""
-        return torch.Generator().manual_seed(self.seed)
-
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        num_batches, start, rank = None, 0, 0
-        if trainer is not None:
-            rank = trainer.global_rank
-            if trainer.max_steps > 0:
-                num_batches = trainer.max_steps * trainer.accumulate_grad_batches
-            start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
+        num_batches, start, rank = training_position(self.trainer)
         dataset = RandomWindows(
             self.train_ids,
             self.cfg.context_length,
@@ -246,39 +230,18 @@ class TextDataModule(L.LightningDataModule):
             rank=rank,
         )
         # The dataset yields whole batches (vectorised gather), so the loader does no batching.
-        return DataLoader(
-            dataset,
-            batch_size=None,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self._pin_memory(),
-            generator=self._generator(),
-        )
+        return loader(dataset, self.trainer, self.seed, self.cfg.num_workers, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         dataset = SequentialWindows(self.val_ids, self.cfg.context_length)  # capped (setup) before sharding
-        return DataLoader(
+        sampler = val_sampler(
             dataset,
-            batch_size=self.cfg.batch_size,
-            sampler=self._val_sampler(dataset),
-            shuffle=False,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self._pin_memory(),
-            generator=self._generator(),
+            self.trainer,
+            f"windows of data.context_length={self.cfg.context_length}",
+            "use more text, a larger data.val_fraction or data.val_tokens, or fewer devices",
         )
-
-    def _val_sampler(self, dataset: SequentialWindows) -> UnrepeatedDistributedSampler | None:
-        """Under DDP, windows rank, rank+W, rank+2W, ... for each of the W processes: every window
-        on exactly one process (Lightning's default DistributedSampler would pad with repeats)."""
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return None
-        if len(dataset) < trainer.world_size:
-            raise DataError(
-                f"the validation split has {len(dataset)} windows of data.context_length={self.cfg.context_length}, fewer "
-                f"than the {trainer.world_size} processes; use more text, a larger data.val_fraction or data.val_tokens, or fewer devices"
-            )
-        return UnrepeatedDistributedSampler(
-            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        return loader(
+            dataset, self.trainer, self.seed, self.cfg.num_workers, batch_size=self.cfg.batch_size, sampler=sampler
         )
 
 

@@ -28,12 +28,12 @@ from typing import Any, NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from attnlab.checks import from_dict, is_int, require_choice, require_int
 from attnlab.data.dates import date_pairs
+from attnlab.data.loaders import loader, training_position, val_sampler
 from attnlab.data.pair_vocab import Seq2SeqVocab
 from attnlab.data.pairs import Pair, read_pairs
 from attnlab.data.tokenizer import CorpusVocabTokenizer, Tokenizer, build_base_tokenizer
@@ -313,41 +313,23 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
 
-    def _loader(self, dataset: Any, **options: Any) -> DataLoader:
-        """A loader with data.num_workers, pinned memory on CUDA, and a generator of its own: iterating
-        it draws nothing from the global RNG, which a resumed run restores (as TextDataModule's)."""
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, num_workers=self.cfg.num_workers, pin_memory=pin, generator=generator, **options)
-
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        num_batches, start, rank = None, 0, 0
-        if trainer is not None:
-            rank = trainer.global_rank
-            if trainer.max_steps > 0:
-                num_batches = trainer.max_steps * trainer.accumulate_grad_batches
-            start = trainer.global_step * trainer.accumulate_grad_batches  # resume where we were
+        num_batches, start, rank = training_position(self.trainer)
         pairs, pad_id = self.train_pairs, self.vocab.pad_id
         dataset = BucketedPairs(pairs, self.cfg.batch_size, pad_id, self.seed, num_batches, start, rank)
-        return self._loader(dataset, batch_size=None)  # the dataset yields whole batches
+        return loader(dataset, self.trainer, self.seed, self.cfg.num_workers, batch_size=None)  # whole batches
 
     def val_dataloader(self) -> DataLoader:
         collate_fn = partial(collate, pad_id=self.vocab.pad_id)
-        sampler = self._val_sampler()
-        return self._loader(self.val_pairs, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=collate_fn)
-
-    def _val_sampler(self) -> UnrepeatedDistributedSampler | None:
-        """Under DDP, pairs rank, rank+W, rank+2W, ... for each of the W processes: every val pair on
-        exactly one process (Lightning's default DistributedSampler would pad with repeats)."""
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return None
-        if len(self.val_pairs) < trainer.world_size:
-            raise DataError(
-                f"the validation split has {len(self.val_pairs)} pairs, fewer than the {trainer.world_size} "
-                f"processes; use more pairs, a larger data.val_fraction, or fewer devices"
-            )
-        return UnrepeatedDistributedSampler(
-            self.val_pairs, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        sampler = val_sampler(
+            self.val_pairs, self.trainer, "pairs", "use more pairs, a larger data.val_fraction, or fewer devices"
+        )
+        return loader(
+            self.val_pairs,
+            self.trainer,
+            self.seed,
+            self.cfg.num_workers,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn,
         )
