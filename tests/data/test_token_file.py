@@ -98,7 +98,7 @@ def test_a_start_with_a_cached_corpus_reads_none_of_the_text(tmp_path, cl100k, m
     root = folder(tmp_path, [text_of(30, seed) for seed in range(4)])
     first = np.array(load_or_build_tokens(open_corpus(root), cl100k, tmp_path / "cache").ids)
     monkeypatch.setattr(corpus_mod, "read_pieces", lambda *a: pytest.fail("read the text"))
-    monkeypatch.setattr(formats_mod, "_open", lambda path: pytest.fail(f"opened {path}"))
+    monkeypatch.setattr(formats_mod, "open_file", lambda path: pytest.fail(f"opened {path}"))
     monkeypatch.setattr(cache_mod, "build_tokens", lambda *a: pytest.fail("tokenized again"))
     np.testing.assert_array_equal(load_or_build_tokens(open_corpus(root), cl100k, tmp_path / "cache").ids, first)
 

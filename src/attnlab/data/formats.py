@@ -73,7 +73,7 @@ def read_pieces(path: Path, text_field: str, chunk_bytes: int = CHUNK_BYTES) -> 
         yield from _json_lines_pieces(path, text_field, chunk_bytes)
     else:
         for offset, block in _blocks(path, chunk_bytes, _text_cut):
-            yield Piece(_decode(block, path, offset), starts=offset == 0)
+            yield Piece(decode_utf8(block, path, offset), starts=offset == 0)
 
 
 def read_documents(path: Path, text_field: str) -> list[str]:
@@ -95,11 +95,12 @@ def _is_gzip(path: Path) -> bool:
     return path.name.lower().endswith(GZIP_SUFFIX)
 
 
-def _open(path: Path) -> BinaryIO:
+def open_file(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed as they are read when it is a ``.gz``."""
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
-def _read(f: BinaryIO, n: int, path: Path) -> bytes:
+def read_bytes(f: BinaryIO, n: int, path: Path) -> bytes:
     """Up to ``n`` (decompressed) bytes; a truncated or damaged ``.gz`` is one line."""
     try:
         return f.read(n)
@@ -147,9 +148,9 @@ def _blocks(path: Path, chunk_bytes: int, cut: Callable[[bytes, bool], int]) -> 
     """``(offset, bytes)``: the (decompressed) file in consecutive blocks of about ``chunk_bytes``,
     each ending where ``cut`` says; ``offset`` is where the block starts in the whole file."""
     offset, carry = 0, b""
-    with _open(path) as f:
+    with open_file(path) as f:
         while True:
-            data = _read(f, max(chunk_bytes, len(carry)), path)  # a long line: reads double, not n^2
+            data = read_bytes(f, max(chunk_bytes, len(carry)), path)  # a long line: reads double, not n^2
             if not data:
                 if carry or offset == 0:
                     yield offset, carry  # the rest; an empty file is one empty block
@@ -163,7 +164,7 @@ def _blocks(path: Path, chunk_bytes: int, cut: Callable[[bytes, bool], int]) -> 
             offset, carry = offset + end, buf[end:]
 
 
-def _decode(data: bytes, path: Path, offset: int = 0, where: Callable[[int], str] = lambda offset: "") -> str:
+def decode_utf8(data: bytes, path: Path, offset: int = 0, where: Callable[[int], str] = lambda offset: "") -> str:
     """UTF-8 only, refused rather than guessed. ``offset``: where ``data`` starts in the file;
     ``where(offset)`` places the bad byte further (`` of row index 7, column 'text'``, ``, line 3``)."""
     try:
@@ -186,7 +187,7 @@ def _json_lines_pieces(path: Path, text_field: str, chunk_bytes: int) -> Iterato
     JSON strings may hold U+2028 and other characters that ``str.splitlines`` would split on."""
     first = 1  # the number of the block's first line
     for offset, block in _blocks(path, chunk_bytes, _line_cut):
-        text = _decode(block, path, offset, where=_line_of(block, first))
+        text = decode_utf8(block, path, offset, where=line_of(block, first))
         if offset == 0:
             text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write
         for n, line in enumerate(text.split("\n"), first):  # n: the line number, from 1
@@ -203,7 +204,7 @@ def _json_lines_pieces(path: Path, text_field: str, chunk_bytes: int) -> Iterato
         first += block.count(b"\n")
 
 
-def _line_of(block: bytes, first: int) -> Callable[[int], str]:
+def line_of(block: bytes, first: int) -> Callable[[int], str]:
     """``, line N`` of the byte at an offset in ``block``, whose first line is number ``first``."""
     return lambda at: f", line {first + block.count(NEWLINE, 0, at)}"
 
@@ -212,7 +213,7 @@ def _record_text(record: Any, path: Path, n: int, text_field: str) -> str:
     where = f"data.path {str(path)!r} line {n}"
     if not isinstance(record, dict):
         raise DataError(
-            f"{where} is a JSON {_json_kind(record)}, not an object; {ONE_OBJECT_A_LINE}, its text in "
+            f"{where} is a JSON {json_kind(record)}, not an object; {ONE_OBJECT_A_LINE}, its text in "
             f"data.text_field ({text_field!r})"
         )
     if text_field not in record:
@@ -228,13 +229,14 @@ def _record_text(record: Any, path: Path, n: int, text_field: str) -> str:
     value = record[text_field]
     if not isinstance(value, str):
         raise DataError(
-            f"{where}: field {text_field!r} is a JSON {_json_kind(value)} ({_short_json(value)}), not a string; "
+            f"{where}: field {text_field!r} is a JSON {json_kind(value)} ({_short_json(value)}), not a string; "
             f"make every record's {text_field!r} a string, or set data.text_field to a field that holds text"
         )
     return value
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in an error line: object, list, string, boolean, null or number."""
     kinds = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
     return kinds.get(type(value), "number")
 
@@ -266,8 +268,8 @@ def _parquet_pieces(path: Path, text_field: str, chunk_bytes: int) -> Iterator[P
         raise _no_pyarrow(path) from None
     with tempfile.TemporaryFile() as unzipped:
         if _is_gzip(path):
-            with _open(path) as f:
-                while data := _read(f, chunk_bytes, path):
+            with open_file(path) as f:
+                while data := read_bytes(f, chunk_bytes, path):
                     unzipped.write(data)
             unzipped.seek(0)
         try:
@@ -309,7 +311,7 @@ def _row_text(value: bytes | None, path: Path, row: int, text_field: str) -> str
             f"data.path {str(path)!r}: row index {row} of column {text_field!r} is null; fill or drop the rows "
             f"without text"
         )
-    return _decode(value, path, where=lambda at: f" of row index {row}, column {text_field!r}")
+    return decode_utf8(value, path, where=lambda at: f" of row index {row}, column {text_field!r}")
 
 
 def _first_line(err: Exception) -> str:

@@ -13,13 +13,19 @@ input is one :class:`DataError` line naming the file, the line and the fix (word
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from pathlib import Path
 from typing import Any
 
-from attnlab.data.formats import GZIP_SUFFIX, JSON_LINES_SUFFIXES
+from attnlab.data.formats import (
+    GZIP_SUFFIX,
+    JSON_LINES_SUFFIXES,
+    decode_utf8,
+    json_kind,
+    line_of,
+    open_file,
+    read_bytes,
+)
 from attnlab.errors import DataError
 
 TSV_SUFFIXES = (".tsv", ".txt")
@@ -64,34 +70,11 @@ def read_pairs(path: str | Path, source_field: str = "source", target_field: str
 
 
 def _file_text(path: Path) -> str:
-    """The file's text, decompressed when it is a ``.gz``; a damaged gzip or bytes that are not UTF-8 are one line."""
-    data = path.read_bytes()
-    if path.name.lower().endswith(GZIP_SUFFIX):
-        try:
-            data = gzip.decompress(data)
-        except EOFError:
-            raise DataError(
-                f"{str(path)!r} is truncated (its gzip stream ends before the end marker, at {len(data):,} bytes); "
-                f"copy or compress it again (`gzip -t` checks a file)"
-            ) from None
-        except (gzip.BadGzipFile, zlib.error) as err:
-            raise DataError(
-                f"{str(path)!r} is a damaged gzip file ({err}); copy or compress it again (`gzip -t` checks a file)"
-            ) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        unzipped = " once decompressed" if path.name.lower().endswith(GZIP_SUFFIX) else ""
-        raise DataError(
-            f"{str(path)!r} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}, line {line}{unzipped}); "
-            f"convert it, e.g. `iconv -f <its encoding> -t UTF-8`"
-        ) from None
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
-    return kinds.get(type(value), "number")
+    """The file's text, decompressed when it is a ``.gz``; a damaged gzip or bytes that are not
+    UTF-8 are one line (formats.py's, as for text corpora; the bad byte's line is named)."""
+    with open_file(path) as f:
+        data = read_bytes(f, -1, path)
+    return decode_utf8(data, path, where=line_of(data, 1))
 
 
 def _checked(source: str, target: str, path: Path, n: int, fix: str) -> Pair:
@@ -124,7 +107,7 @@ def _json_pair(line: str, path: Path, n: int, source_field: str, target_field: s
         ) from None
     if not isinstance(record, dict):
         raise DataError(
-            f"{where} is a JSON {_json_kind(record)}, not an object; write one object a line, with the fields "
+            f"{where} is a JSON {json_kind(record)}, not an object; write one object a line, with the fields "
             f"{source_field!r} and {target_field!r}"
         )
     for key, field in (("data.source_field", source_field), ("data.target_field", target_field)):
@@ -134,7 +117,7 @@ def _json_pair(line: str, path: Path, n: int, source_field: str, target_field: s
             raise DataError(f"{where} has no field {field!r} ({has}); set {key} to the field that holds it")
         if not isinstance(record[field], str):
             raise DataError(
-                f"{where}: field {field!r} is a JSON {_json_kind(record[field])} "
+                f"{where}: field {field!r} is a JSON {json_kind(record[field])} "
                 f"({json.dumps(record[field], ensure_ascii=False)[:40]}), not a string; make it a string, or set {key} "
                 f"to a field of text"
             )
