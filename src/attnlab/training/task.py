@@ -203,8 +203,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule, module = data_and_module(cfg)
         if resume_from:
             require_same_model(resume_from, resumed_model, module.hparams["model"])
+        num_parameters = module.model.num_parameters()  # before fit: under trainer=fsdp each rank then holds a shard
         if trainer.is_global_zero:
-            check_room_for_checkpoints(output_dir, module.model.num_parameters())
+            check_room_for_checkpoints(output_dir, num_parameters)
 
         output_dir.mkdir(parents=True, exist_ok=True)
         if trainer.is_global_zero:
@@ -216,7 +217,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    metrics["model/num_parameters"] = module.model.num_parameters()
+    metrics["model/num_parameters"] = num_parameters
     metrics["steps"] = trainer.global_step
     metrics["seconds"] = time.perf_counter() - started
     if trainer.is_global_zero:
