@@ -20,7 +20,8 @@ TREE = {
     "src/attnlab.egg-info/PKG-INFO": "clean",
     "data/shakespeare/tragedies/hamlet.txt": "clean",
     "data/repeats/repeats.txt": "clean",  # data=repeats, generated on first use
-    "data/cache/532cf76fc51d8e99b9fb-cl100k_base.npz": "neither",
+    "data/cache/532cf76fc51d8e99b9fb-cl100k_base.tokens": "neither",  # a token file and its sidecar
+    "data/cache/532cf76fc51d8e99b9fb-cl100k_base.json": "neither",
     "src/attnlab/__pycache__/gpt.cpython-312.pyc": "neither",
     "tests/__pycache__/test_gpt.cpython-312.pyc": "neither",
     "bench/__pycache__/run.cpython-312.pyc": "neither",

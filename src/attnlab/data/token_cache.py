@@ -2,8 +2,9 @@
 
 **The key.** A start with a cached corpus reads none of the text: the cache is current when the
 SHA-256 of these fields matches: the cache's format; the source (its absolute path and
-``data.text_field``); the manifest of its files (each one's path, size and ``mtime_ns``, from
-``stat`` only), so a changed, added or removed file makes a new key; the base tokenizer's name;
+``data.text_field``; a dataset's ``data.hf_dataset``, ``data.hf_split`` and field); the manifest of
+its files (each one's path, size and ``mtime_ns``, from ``stat`` only; a dataset's Arrow files),
+so a changed, added, removed or renamed file makes a new key; the base tokenizer's name;
 the ids (the corpus vocabulary's dense ids, or the base tokenizer's own with
 ``data.tokenizer.corpus_vocab=false``); the ``max_vocab`` cap; and the separator, the end-of-text
 token between documents (its text and base id). The files are

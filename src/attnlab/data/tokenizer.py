@@ -9,8 +9,8 @@ Two layers, composed:
   for character-level models as in nanoGPT's ``shakespeare_char``.
 * :class:`CorpusVocabTokenizer` — the base tokenizer restricted to the ids that occur in the
   corpus, renumbered 0..V-1. Over characters this is the usual character vocabulary: the corpus's
-  distinct characters, sorted (Shakespeare: a few dozen). The embedding table and output layer then have V rows (Shakespeare:
-  about 20,600) instead of 100,277. The mapping travels with the token cache and every checkpoint.
+  distinct characters, sorted (Shakespeare: about 80). The embedding table and output layer then have V rows (Shakespeare:
+  about 20,500) instead of 100,277. The mapping travels with the token cache and every checkpoint.
   New text (a prompt, an evaluation text) may hold tokens the corpus never used: ``encode`` names
   them, or with ``respell=True`` spells each with the fewest smaller tokens the corpus did use
   (" Hamlet" -> " Ham" + "let"); only characters no corpus token covers remain an error.
