@@ -61,7 +61,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.path is None and self.corpus is None and self.hf_dataset is None:
             raise ConfigError(
-                "no text to train on; set data.path=/some/file.txt (or a folder) or data.corpus=shakespeare"
+                "no text to train on; set data.path=/some/file.txt (or a folder), data.corpus=shakespeare or data.hf_dataset=<name or folder>"
             )
         if self.hf_dataset is not None and (not isinstance(self.hf_dataset, str) or not self.hf_dataset):
             raise ConfigError(

@@ -53,7 +53,7 @@ class HFCorpus:
             for text in batch[self.text_field]:
                 if text is None:
                     raise DataError(
-                        f"data.hf_dataset {self.label!r}: row index {row} of column {self.text_field!r} is null; "
+                        f"data.hf_dataset={self.label}: row index {row} of column {self.text_field!r} is null; "
                         "fill or drop the rows without text"
                     )
                 yield None, Piece(text, starts=True)

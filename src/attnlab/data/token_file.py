@@ -152,7 +152,7 @@ def read_token_file(path: Path) -> TokenizedCorpus:
     except OSError as err:
         raise DataError(f"its token file is missing ({type(err).__name__})") from None
     if size != n * dtype.itemsize:
-        raise DataError(f"its token file holds {size / dtype.itemsize:g} tokens, its sidecar says {n}")
+        raise DataError(f"its token file holds {size / dtype.itemsize:,.0f} tokens, its sidecar says {n:,}")
     if sampled_digest(path) != samples:
         raise DataError("its token file's sampled blocks do not match their checksum")
     ids = np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype=dtype)  # (N,)
