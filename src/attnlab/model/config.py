@@ -109,7 +109,9 @@ class TransformerConfig:
         ):
             require_int(getattr(self, name), f"model.{name}")
         if self.architecture != "transformer":
-            raise ConfigError(f"model.architecture={self.architecture!r} is not the encoder–decoder; use model=transformer")
+            raise ConfigError(
+                f"model.architecture={self.architecture!r} is not the encoder–decoder; use model=transformer"
+            )
         for name in ("norm_first", "share_embeddings"):
             require_bool(getattr(self, name), f"model.{name}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:

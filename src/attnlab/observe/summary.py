@@ -43,7 +43,9 @@ def model_summary(model: nn.Module) -> str:
         if isinstance(child, nn.ModuleList):  # a stack of blocks: one row per part of each block
             for i, block in enumerate(child):
                 block = getattr(block, "_fsdp_wrapped_module", block)  # trainer=fsdp: the block inside its FSDP unit
-                rows += [row(f"{name}.{i}.{part}", m) for part, m in block.named_children() if not isinstance(m, SILENT)]
+                rows += [
+                    row(f"{name}.{i}.{part}", m) for part, m in block.named_children() if not isinstance(m, SILENT)
+                ]
         elif not isinstance(child, SILENT):
             rows.append(row(name, child))
     total = model.num_parameters()
