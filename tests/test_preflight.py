@@ -35,7 +35,7 @@ def refused(*argv: str) -> str:
         ),
         (["model.num_head=2"], "model.num_head is not a key of the config; did you mean model.num_heads?"),
         (["-m", "debug=tiny", "model.num_head=1,2"], "model.num_head is not a key of the config; did you mean"),
-        (["model=gtp"], "model=gtp is not an option of model; choose from gpt (conf/model/)"),
+        (["model=gtp"], "model=gtp is not an option of model; choose from gpt, transformer (conf/model/)"),
         (["+model.d_model=64"], "model.d_model is already in the config: set it without the plus, model.d_model=64"),
         (
             ["~model.dropot"],
