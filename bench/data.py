@@ -118,7 +118,10 @@ def _tree_pss_kib() -> int:
     pages they share, as forked workers share the parent's, counted once in all."""
     pids = [os.getpid()]
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:  # a thread that ended meanwhile
+            continue
     total = 0
     for pid in pids:
         try:
