@@ -29,14 +29,14 @@ data: $(STAMP)  ## fetch and prepare the default corpus (Shakespeare) into data/
 train: data  ## train the default model (extra Hydra overrides: make train ARGS="model.num_heads=8")
 	$(PY) train.py $(ARGS)
 
-test: $(STAMP)  ## run the test suite (quick loop, under a minute: make test ARGS="-m 'not slow'")
-	$(PY) -m pytest -q tests $(ARGS)
+test: $(STAMP)  ## run the test suite, one worker per core (quick loop, under a minute: make test ARGS="-m 'not slow'")
+	$(PY) -m pytest -q -n auto tests $(ARGS)
 
 lint: $(STAMP)  ## ruff: lint and format check (ruff format . fixes the format)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU, head scores, hook points -> docs/benchmarks.md, bench/results.json
+bench: data  ## measure: train step (Lightning vs a hand loop, compile), attention, data, 90-s quality, generation, GPU, head scores, hook points, encoder–decoder -> docs/benchmarks.md, bench/results.json
 	$(PY) -m bench.run $(ARGS)
 
 tensorboard: $(STAMP)  ## serve every run under outputs/ on http://localhost:6006 (TB_HOST=0.0.0.0 to share)

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_SAMPLE = ROOT / "data" / "trans_instance.txt"
 ATTNLAB = Path(sys.executable).with_name("attnlab")  # `attnlab`, installed beside this Python by `make install`
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs one pytest worker per core (pytest-xdist):
+    os.environ["OMP_NUM_THREADS"] = "1"  # one thread each, here and in the processes the tests start
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
