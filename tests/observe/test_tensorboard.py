@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams.api_pb2 import DataType
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from attnlab.errors import ConfigError
-from attnlab.observe.attention_maps import _draw, token_key
+from attnlab.observe.attention_maps import draw_maps, token_key
 from attnlab.observe.hparams import run_hparams
 from attnlab.observe.samples import continuation_markdown
 from attnlab.observe.tensorboard import CHARTS, AttentionMaps
@@ -118,13 +118,13 @@ def test_token_key_lists_every_position_in_lines_that_fit():
 def test_maps_beyond_32_tokens_carry_a_key_and_name_their_scale():
     T = 40
     weights = np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None]  # (T, T) uniform causal rows
-    plain = _draw([("mean", weights)], None, "t", None)
-    keyed = _draw([("mean", weights)], None, "t", None, key=[f"tok{i}" for i in range(T)])
+    plain = draw_maps([("mean", weights)], None, "t", None)
+    keyed = draw_maps([("mean", weights)], None, "t", None, key=[f"tok{i}" for i in range(T)])
     assert keyed.shape[1] == plain.shape[1] and keyed.shape[0] > plain.shape[0]  # the key, below the map
-    sqrt = _draw([("mean", weights)], None, "t", None, scale="sqrt")
+    sqrt = draw_maps([("mean", weights)], None, "t", None, scale="sqrt")
     assert sqrt.shape == plain.shape and not np.array_equal(sqrt, plain)
     with pytest.raises(ValueError, match="scale='log'"):
-        _draw([("mean", weights)], None, "t", None, scale="log")
+        draw_maps([("mean", weights)], None, "t", None, scale="log")
     with pytest.raises(ConfigError, match=r"^callbacks.attention.scale=log: set it to one of linear, sqrt"):
         AttentionMaps(scale="log")
 
@@ -138,7 +138,7 @@ def test_attention_images_switch_to_a_key_past_32_tokens(monkeypatch):
     model = GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=48, d_model=16, num_heads=2, num_layers=1))
     drawn = []
     monkeypatch.setattr(
-        attention_maps, "_draw", lambda panels, labels, title, note, key, scale: drawn.append((labels, key))
+        attention_maps, "draw_maps", lambda panels, labels, title, note, key, scale: drawn.append((labels, key))
     )
     attention_maps.attention_images(model, tok, torch.arange(33))
     attention_maps.attention_images(model, tok, torch.arange(32))

@@ -82,7 +82,7 @@ def _fonts() -> tuple[tuple[str, ...], frozenset[int]]:
     return tuple(families), frozenset(covered)
 
 
-def _visible(piece: str) -> str:
+def visible_whitespace(piece: str) -> str:
     """Whitespace made visible, so ' the' and 'the' differ on an axis."""
     return piece.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "")
 
@@ -100,7 +100,7 @@ def token_labels(tokenizer: Tokenizer, ids: list[int]) -> tuple[list[str], str |
             as_ids += 1
             no_font |= missing - {"\ufffd"}
         else:
-            labels.append(_visible(piece) or "∅")
+            labels.append(visible_whitespace(piece) or "∅")
     note = None
     if as_ids:
         note = f"{as_ids} token(s) labelled #id"
@@ -132,7 +132,7 @@ _KEY_LINE = 0.15  # inches per line of the token key (7 pt)
 _KEY_CHAR = 0.06  # inches per character of the key, about (DejaVu Sans at 7 pt)
 
 
-def _draw(
+def draw_maps(
     panels: list[tuple[str, np.ndarray]],
     labels: list[str] | None,
     title: str,
@@ -221,9 +221,9 @@ def attention_images(
     images = {}
     for i, w in enumerate(weights):
         heads = [(f"head {h}", w[h].numpy()) for h in range(w.size(0))]
-        images[f"attention/layer_{i}"] = _draw(heads, labels, f"layer {i}: every head{suffix}", note, key, scale)
+        images[f"attention/layer_{i}"] = draw_maps(heads, labels, f"layer {i}: every head{suffix}", note, key, scale)
         mean = [("mean over heads", w.mean(dim=0).numpy())]  # (T, T)
-        images[f"attention/layer_{i}_mean"] = _draw(mean, labels, f"layer {i}: mean{suffix}", note, key, scale)
+        images[f"attention/layer_{i}_mean"] = draw_maps(mean, labels, f"layer {i}: mean{suffix}", note, key, scale)
     return images
 
 

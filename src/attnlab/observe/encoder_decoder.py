@@ -22,7 +22,7 @@ from attnlab.data.pair_vocab import Seq2SeqVocab
 from attnlab.data.seq2seq import collate
 from attnlab.errors import ConfigError
 from attnlab.model import EncoderDecoder
-from attnlab.observe.attention_maps import MAX_LABELLED_TOKENS, SCALES, _draw, _visible
+from attnlab.observe.attention_maps import MAX_LABELLED_TOKENS, SCALES, draw_maps, visible_whitespace
 from attnlab.observe.samples import escape_markdown
 from attnlab.observe.tensorboard import AtEachValidation, add_text, logged_step, tensorboard_writers
 
@@ -61,7 +61,7 @@ def kind_of(name: str) -> str:
 
 
 def axis_labels(vocab: Seq2SeqVocab, ids: torch.Tensor) -> list[str]:
-    return [_visible(s) or "∅" for s in vocab.token_strings(ids)]
+    return [visible_whitespace(s) or "∅" for s in vocab.token_strings(ids)]
 
 
 def seq2seq_images(
@@ -89,7 +89,7 @@ def seq2seq_images(
         for i, w in enumerate(weights[kind]):
             heads = [(f"head {h}", w[h].numpy()) for h in range(w.size(0))]
             title = f"{kind} attention, layer {i}: rows {rows}, columns {cols}{suffix}"
-            images[f"attention/{kind}_layer_{i}"] = _draw(
+            images[f"attention/{kind}_layer_{i}"] = draw_maps(
                 heads,
                 row_labels if labelled else None,
                 title,

@@ -75,11 +75,6 @@ class LitSeq2Seq(LitBase):
                 )
         self.vocab = vocab
 
-    @property
-    def tokenizer(self) -> Seq2SeqVocab | None:
-        """The vocabulary, under the name the callbacks and tools look for."""
-        return self.vocab
-
     def forward(self, src, tgt_in, src_mask=None, tgt_mask=None) -> torch.Tensor:
         return self.model(src, tgt_in, src_mask, tgt_mask)  # (B, T, V)
 
